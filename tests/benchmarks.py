@@ -1,0 +1,119 @@
+"""`make bench`: speed figures measured side by side in one run (ratios, not wall-clock limits).
+
+1. ``fit`` against a bare PyTorch loop over the same pre-built batches (the seed's FCModel,
+   full corpus, CPU): throughput ratio, goal >= 0.95.
+2. 8-character windows: the seed's list comprehension + ``np.stack`` against numpy's
+   ``sliding_window_view``: speed ratio (goal >= 50x) and peak memory (goal <= 1/10).
+
+Each figure is printed; the process exits non-zero when a goal is missed.
+"""
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import utils  # noqa: E402
+
+
+class FCModel(nn.Module):
+    def __init__(self, vocab_size, n_fac=42, n_hidden=256):
+        super().__init__()
+        self.e = nn.Embedding(vocab_size, n_fac)
+        self.l_in = nn.Linear(3 * n_fac, n_hidden)
+        self.l_out = nn.Linear(n_hidden, vocab_size)
+
+    def forward(self, x):
+        return F.log_softmax(self.l_out(F.relu(self.l_in(self.e(x).flatten(1)))), dim=-1)
+
+
+class Prebuilt:
+    """Data for fit: fixed lists of batches."""
+    def __init__(self, train, valid):
+        self.train, self.valid = train, valid
+
+
+def bare_loop(model, batches, opt):
+    model.train()
+    for x, y in batches:
+        loss = F.nll_loss(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def bench_fit(idxs, vocab_size, n_batches=600, rounds=3):
+    windows = np.lib.stride_tricks.sliding_window_view(idxs, 4)
+    md = utils.ArraysData.from_arrays(utils.last_rows(len(windows), 100_000),
+                                      windows[:, :3], windows[:, 3], bs=512, seed=0)
+    batches = [b for _, b in zip(range(n_batches), md.train)]
+    data = Prebuilt(batches, batches[:1])
+    times = {'bare': [], 'fit': []}
+    for _ in range(rounds):                       # alternate, so noise hits both alike
+        for name in ('bare', 'fit'):
+            torch.manual_seed(0)
+            model = FCModel(vocab_size)
+            opt = torch.optim.Adam(model.parameters(), 1e-3)
+            start = time.perf_counter()
+            if name == 'bare':
+                bare_loop(model, batches, opt)
+            else:
+                utils.fit(model, data, 1, opt, F.nll_loss)
+            times[name].append(time.perf_counter() - start)
+    bare, fit = statistics.median(times['bare']), statistics.median(times['fit'])
+    ratio = bare / fit
+    print(f'fit vs bare loop, FCModel, {n_batches} batches of 512, median of {rounds}: '
+          f'bare {n_batches / bare:.0f} batches/s, fit {n_batches / fit:.0f} batches/s, '
+          f'throughput ratio {ratio:.3f} (goal >= 0.95)')
+    return ratio >= 0.95
+
+
+def seed_windows(idxs, cs=8):
+    c_in = [[idxs[i + j] for i in range(cs)] for j in range(len(idxs) - cs - 1)]
+    c_out = [idxs[j + cs] for j in range(len(idxs) - cs - 1)]
+    return np.stack(c_in, axis=0), np.stack(c_out)
+
+
+def our_windows(idxs, cs=8):
+    # a read-only view with a second stride: no copy at all. ArraysData.from_arrays later
+    # makes one int64 tensor of it, as it does of the seed's array, so that cost is shared.
+    xs = np.lib.stride_tricks.sliding_window_view(idxs[:-1], cs)[:-1]
+    return xs, idxs[cs:-1]
+
+
+def measure(fn, *args):
+    tracemalloc.start()
+    start = time.perf_counter()
+    out = fn(*args)
+    elapsed = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return out, elapsed, peak
+
+
+def bench_windows(idxs):
+    idx_list = idxs.tolist()                      # the seed indexed a Python list
+    (xs_a, y_a), t_seed, m_seed = measure(seed_windows, idx_list)
+    (xs_b, y_b), t_ours, m_ours = measure(our_windows, idxs)
+    assert np.array_equal(xs_a, xs_b) and np.array_equal(y_a, y_b), 'windows differ'
+    speed, mem = t_seed / t_ours, m_ours / m_seed
+    print(f'8-char windows, {xs_a.shape}: seed {t_seed:.2f} s, peak {m_seed / 2**20:.0f} MiB; '
+          f'ours (a view) {t_ours * 1e3:.2f} ms, peak {m_ours / 2**20:.1f} MiB; '
+          f'{speed:,.0f}x faster (goal >= 50), {mem:.4f} of the memory (goal <= 0.1)')
+    return speed >= 50 and mem <= 0.1
+
+
+if __name__ == '__main__':
+    torch.set_num_threads(torch.get_num_threads())
+    text = utils.load_speeches('obama')
+    vocab = utils.CharVocab(text)
+    idxs = vocab.encode(text)
+    ok = bench_windows(idxs)
+    ok = bench_fit(idxs, len(vocab)) and ok
+    sys.exit(0 if ok else 1)

@@ -1,0 +1,88 @@
+"""Fixtures: a real HTTP server on 127.0.0.1 serving zips the tests build."""
+import io
+import sys
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import utils  # noqa: E402
+
+SPEECH = ('<title="Remarks">\n<date="January 1, 2009">\n'
+          'Thank you. <APPLAUSE> Good evening &amp; welcome.\n'
+          'ok\n'
+          'We will -- and we must -  keep going.\n')
+
+
+def make_zip(entries):
+    """Bytes of a zip holding ``{name: text}``."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED) as zf:
+        for name, text in entries.items():
+            zf.writestr(name, text)
+    return buf.getvalue()
+
+
+def corpus_zip():
+    folder = utils.CORPUS_FOLDER
+    return make_zip({f'{folder}/obama/obama_speeches_001.txt': SPEECH.replace('Thank', 'Second'),
+                     f'{folder}/obama/obama_speeches_000.txt': SPEECH,
+                     f'{folder}/lincoln/lincoln_speeches_000.txt': SPEECH})
+
+
+class Server:
+    """Routes: path -> (status, body, headers). Records every request path."""
+
+    def __init__(self):
+        self.routes, self.requests = {}, []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                status, body, headers = server.routes.get(self.path, (404, b'not found', {}))
+                self.send_response(status)
+                headers = {'Content-Length': str(len(body)), **headers}
+                for k, v in headers.items():
+                    if v is not None:
+                        self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+                self.wfile.flush()
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path):
+        return f'http://127.0.0.1:{self.httpd.server_address[1]}{path}'
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def refused_url():
+    """An address on 127.0.0.1 where nothing listens."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    return f'http://127.0.0.1:{port}/corpus.zip'

@@ -1,0 +1,220 @@
+"""Vocabulary, batching, the training loop and generation (utils' other sections)."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+import utils
+
+
+# --- CharVocab -------------------------------------------------------------------------
+
+def test_vocab_round_trip():
+    v = utils.CharVocab('hello, world')
+    assert v.itos == sorted(set('hello, world')) and len(v) == 9
+    assert v.char2idx is v.stoi and v.idx2char is v.itos
+    ids = v.encode('world, hello')
+    assert ids.dtype == np.int64 and ids.tolist() == [v.stoi[c] for c in 'world, hello']
+    assert v.decode(ids) == 'world, hello'
+    assert v.decode(torch.tensor(ids)) == 'world, hello'
+
+
+def test_vocab_unknown_character_is_named():
+    v = utils.CharVocab('abc')
+    with pytest.raises(KeyError, match=r"\['z'\].*'abc'"):
+        v.encode('abz')
+    with pytest.raises(KeyError, match='é'):
+        v.encode('é')
+
+
+# --- batching --------------------------------------------------------------------------
+
+def test_last_rows():
+    assert utils.last_rows(10, 3).tolist() == [7, 8, 9]
+    with pytest.raises(ValueError):
+        utils.last_rows(10, 10)
+
+
+def rows(n=20, k=3):
+    xs = np.arange(n * k).reshape(n, k)
+    return xs, np.arange(n)
+
+
+def test_from_arrays_negative_index_is_one_row():
+    xs, y = rows()
+    md = utils.ArraysData.from_arrays([-5], xs, y, bs=4, seed=0)
+    assert [int(t) for _, ys in md.valid for t in ys] == [15]   # what the seed's [-100_000] meant
+    assert len(md.train.x) == 19
+
+
+def test_from_arrays_last_rows_and_loaders():
+    xs, y = rows()
+    md = utils.ArraysData.from_arrays(utils.last_rows(20, 10), xs, y, bs=4, seed=0)
+    valid = list(md.valid)
+    assert [len(b[0]) for b in valid] == [8, 2]                # valid batches are 2*bs
+    assert torch.cat([b[1] for b in valid]).tolist() == list(range(10, 20))  # in order
+    assert md.valid.x.dtype == torch.int64
+    train = list(md.train)
+    assert [len(x) for x, _ in train] == [4, 4, 2] and len(md.train) == 3
+    seen = torch.cat([yb for _, yb in train]).tolist()
+    assert sorted(seen) == list(range(10)) and seen != list(range(10))  # shuffled, complete
+    for xb, yb in train:                                       # rows stay paired
+        assert torch.equal(xb[:, 0], yb * 3)
+    assert torch.cat([yb for _, yb in md.train]).tolist() != seen  # new order each epoch
+
+
+def test_from_arrays_is_seeded():
+    xs, y = rows()
+    orders = [[b[1].tolist() for b in utils.ArraysData.from_arrays([-1], xs, y, 4, seed=3).train]
+              for _ in range(2)]
+    assert orders[0] == orders[1]
+    utils.seed_everything(1)
+    a = [b[1].tolist() for b in utils.ArraysData.from_arrays([-1], xs, y, 4).train]
+    utils.seed_everything(1)
+    b = [b[1].tolist() for b in utils.ArraysData.from_arrays([-1], xs, y, 4).train]
+    assert a == b
+
+
+def test_from_arrays_float_and_2d_targets():
+    xs, _ = rows()
+    md = utils.ArraysData.from_arrays([-2, -1], xs, np.ones((20, 1), dtype=np.float64), bs=4)
+    assert md.valid.y.dtype == torch.float32 and md.valid.y.shape == (2, 1)
+    md = utils.ArraysData.from_arrays([0], xs, xs, bs=4)
+    assert md.train.y.shape == (19, 3)
+
+
+@pytest.mark.parametrize('val', [[20], [-21], [], list(range(20))])
+def test_from_arrays_rejects_bad_splits(val):
+    xs, y = rows()
+    with pytest.raises((IndexError, ValueError)):
+        utils.ArraysData.from_arrays(val, xs, y, bs=4)
+
+
+def test_from_arrays_rejects_mismatched_lengths():
+    xs, y = rows()
+    with pytest.raises(ValueError, match='20 rows but y has 19'):
+        utils.ArraysData.from_arrays([-1], xs, y[:-1], bs=4)
+
+
+# --- training --------------------------------------------------------------------------
+
+class Tiny(nn.Module):
+    def __init__(self, vocab_size=5, n_fac=4):
+        super().__init__()
+        self.e = nn.Embedding(vocab_size, n_fac)
+        self.l_out = nn.Linear(2 * n_fac, vocab_size)
+
+    def forward(self, x):
+        return F.log_softmax(self.l_out(self.e(x).flatten(1)), dim=-1)
+
+
+def tiny_data(n=600):
+    g = np.random.default_rng(0)
+    xs = g.integers(0, 5, size=(n, 2))
+    return utils.ArraysData.from_arrays(utils.last_rows(n, 100), xs, xs[:, 0],
+                                        bs=32, seed=0)
+
+
+def test_fit_lowers_loss_and_reports(capsys):
+    utils.seed_everything(0)
+    md, model = tiny_data(), Tiny()
+    before = utils.evaluate(model, md.valid, F.nll_loss)
+    opt = torch.optim.Adam(model.parameters(), 1e-1)
+    h = utils.fit(model, md, 3, opt, F.nll_loss)
+    utils.set_lrs(opt, 1e-2)
+    assert all(g['lr'] == 1e-2 for g in opt.param_groups)
+    h = utils.fit(model, md, 1, opt, F.nll_loss, history=h)
+    assert h.epoch == [0, 1, 2, 3] and len(h.batch_loss) == 4 * len(md.train)
+    assert h.valid_loss[-1] < 0.3 < before
+    assert h.valid_loss[-1] == pytest.approx(utils.evaluate(model, md.valid, F.nll_loss))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ['epoch', 'train_loss', 'valid_loss', 'time']
+    assert lines[1].split()[0] == '0' and lines[-1].split()[0] == '3'
+    assert len(lines) == 1 + 3 + 1 + 1
+
+
+def test_train_loss_is_debiased_moving_average(capsys):
+    class Const(nn.Module):          # loss = parameter, so every batch loss is known
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor(2.0))
+
+        def forward(self, x):
+            return self.w.expand(len(x))
+
+    md = tiny_data()
+    h = utils.fit(Const(), md, 1, torch.optim.SGD(Const().parameters(), 0.0),
+                  lambda out, y: out.mean())
+    assert h.train_loss == [pytest.approx(2.0)] and h.valid_loss == [pytest.approx(2.0)]
+
+
+def test_valid_loss_weights_by_batch_size():
+    class Echo(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            return x[:, 0].float()
+
+    xs = np.array([[0]] * 8 + [[10]] * 2)                 # batches of 8 zeros, then 2 tens
+    loader = utils.BatchLoader(torch.tensor(xs), torch.zeros(10), bs=8)
+    assert utils.evaluate(Echo(), loader, lambda out, y: out.mean()) == pytest.approx(2.0)
+
+
+def test_progress_bar_goes_to_stderr_and_is_cleared(capsys, monkeypatch):
+    monkeypatch.setenv('PRESIDENTIAL_PROGRESS', '1')
+    utils.seed_everything(0)
+    model = Tiny()
+    utils.fit(model, tiny_data(), 1, torch.optim.Adam(model.parameters()), F.nll_loss)
+    out, err = capsys.readouterr()
+    assert 'epoch 0' in err and 'it/s' not in out and 'epoch 0:' not in out
+    monkeypatch.setenv('PRESIDENTIAL_PROGRESS', '0')
+    utils.fit(model, tiny_data(), 1, torch.optim.Adam(model.parameters()), F.nll_loss)
+    assert capsys.readouterr().err == ''
+
+
+def test_device_env(monkeypatch):
+    monkeypatch.setenv('PRESIDENTIAL_DEVICE', 'cpu')
+    assert utils._pick_device() == torch.device('cpu')
+    if not torch.cuda.is_available():
+        monkeypatch.setenv('PRESIDENTIAL_DEVICE', 'cuda')
+        with pytest.raises(RuntimeError, match='PRESIDENTIAL_DEVICE=cpu'):
+            utils._pick_device()
+
+
+def test_plot_losses_draws_each_history():
+    import matplotlib
+    matplotlib.use('Agg')
+    h = utils.History(epoch=[0, 1], train_loss=[2.0, 1.5], valid_loss=[2.1, 1.7])
+    ax = utils.plot_losses({'a': h, 'b': h})
+    assert len(ax.lines) == 4 and ax.lines[1].get_ydata().tolist() == [2.1, 1.7]
+
+
+# --- generation ------------------------------------------------------------------------
+
+class Fixed(nn.Module):
+    """Always predicts 'b' with probability 0.9, 'a' with 0.1 (vocab 'ab')."""
+    def __init__(self, seq_out=False):
+        super().__init__()
+        self.p, self.seq_out = nn.Parameter(torch.zeros(())), seq_out
+
+    def forward(self, x):
+        logp = torch.log(torch.tensor([0.1, 0.9])).expand(len(x), 2)
+        return logp.unsqueeze(1).expand(len(x), x.shape[1], 2) if self.seq_out else logp
+
+
+@pytest.mark.parametrize('seq_out', [False, True])
+def test_get_next_and_generate(seq_out):
+    v, m = utils.CharVocab('ab'), Fixed(seq_out)
+    char, p = utils.get_next(m, v, 'ab', torch.Generator().manual_seed(0), temperature=1e-3)
+    assert (char, round(p, 3)) == ('b', 1.0)
+    a = utils.generate(m, v, 'a', 50, 3, torch.Generator().manual_seed(0))
+    b = utils.generate(m, v, 'a', 50, 3, torch.Generator().manual_seed(0))
+    assert a == b and len(a) == 51 and 30 < a.count('b') < 51
+
+
+def test_generate_unknown_prompt_character():
+    with pytest.raises(KeyError, match="'z'"):
+        utils.generate(Fixed(), utils.CharVocab('ab'), 'az', 5)

