@@ -271,7 +271,7 @@ def load_speeches(president='obama', data_dir=None, url=None):
         get_data(url, data_dir)
         files = sorted((folder / president).glob('*.txt'))
         text = ' '.join(preprocess_speech(f) for f in files)
-        print(f'Source: Grammar Lab corpus ({folder}): {len(files)} speeches of {president}, '
+        print(f'Source: Grammar Lab corpus ({os.path.relpath(folder)}): {len(files)} speeches of {president}, '
               f'{len(text):,} characters.')
         return SpeechText(text, 'corpus', president, len(files))
     except CorpusDownloadError as e:
@@ -459,7 +459,7 @@ def evaluate(model, loader, loss_fn):
     return total / count
 
 
-def fit(model, data, epochs, opt, loss_fn, history=None, print_every=1):
+def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, verbose=True):
     """Train ``model`` on ``data.train`` for ``epochs`` epochs with optimiser ``opt``.
 
     Prints a header, then per epoch ``epoch  train_loss  valid_loss  time``:
@@ -471,6 +471,9 @@ def fit(model, data, epochs, opt, loss_fn, history=None, print_every=1):
     * ``valid_loss`` is the mean loss over *all* validation examples with the model in
       eval mode, each batch weighted by its size.
 
+    The header is printed only by a call that starts a new history; ``verbose=False``
+    prints nothing (for sweeps). ``scheduler``, if given, is stepped after every batch
+    (e.g. ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts`` with ``T_0`` in batches).
     Batches are moved to the model's device. A progress bar per epoch goes to stderr and
     is cleared when the epoch ends (off with ``PRESIDENTIAL_PROGRESS=0``). Pass the
     ``history`` of an earlier call to continue its epoch count; returns the :class:`History`.
@@ -481,7 +484,8 @@ def fit(model, data, epochs, opt, loss_fn, history=None, print_every=1):
     dev = next(model.parameters()).device
     avg, beta, n_batches = 0.0, 0.98, 0
     first = history.epoch[-1] + 1 if history.epoch else 0
-    print(f'{"epoch":>5}  {"train_loss":>10}  {"valid_loss":>10}  {"time":>7}')
+    if verbose and not history.epoch:
+        print(f'{"epoch":>5}  {"train_loss":>10}  {"valid_loss":>10}  {"time":>7}')
     for epoch in range(first, first + epochs):
         start = time.perf_counter()
         model.train()
@@ -492,6 +496,8 @@ def fit(model, data, epochs, opt, loss_fn, history=None, print_every=1):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if scheduler is not None:
+                scheduler.step()
             value = loss.item()
             n_batches += 1
             avg = beta * avg + (1 - beta) * value
@@ -502,30 +508,48 @@ def fit(model, data, epochs, opt, loss_fn, history=None, print_every=1):
         for key, val in zip(('epoch', 'train_loss', 'valid_loss', 'time'),
                             (epoch, train_loss, valid_loss, elapsed)):
             getattr(history, key).append(val)
-        if (epoch - first) % print_every == 0 or epoch == first + epochs - 1:
+        if verbose:
             print(f'{epoch:>5}  {train_loss:>10.5f}  {valid_loss:>10.5f}  {elapsed:>6.1f}s')
     return history
 
 
-def plot_losses(histories, ax=None):
-    """Plot train (moving average, per epoch) and valid loss of one or more histories.
+def smooth(values, beta=0.98):
+    """Debiased exponential moving average of a sequence (how ``fit`` smooths train losses)."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, 1):
+        avg = beta * avg + (1 - beta) * v
+        out.append(avg / (1 - beta ** i))
+    return out
 
-    ``histories`` is a :class:`History` or a dict ``{label: History}``. Returns the axes.
+
+def plot_losses(histories, ax=None, ylabel='loss (nats per character)'):
+    """Plot training curves of one or more :class:`History` objects.
+
+    ``histories`` is a History or a dict ``{label: History}``. Each gets a line: the
+    moving average of its batch losses (x = epochs completed, fractional), and dots: the
+    valid loss at the end of each epoch. Returns the axes.
     """
     import matplotlib.pyplot as plt
 
     if isinstance(histories, History):
         histories = {'': histories}
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
+        _, ax = plt.subplots(figsize=(8, 4.5))
     for i, (label, h) in enumerate(histories.items()):
         color = f'C{i}'
-        epochs = [e + 1 for e in h.epoch]
-        ax.plot(epochs, h.train_loss, 'o--', color=color, label=f'{label} train'.strip())
-        ax.plot(epochs, h.valid_loss, 'o-', color=color, label=f'{label} valid'.strip())
+        if h.batch_loss:
+            per_epoch = len(h.batch_loss) / len(h.epoch)
+            x = np.arange(1, len(h.batch_loss) + 1) / per_epoch
+            ax.plot(x, smooth(h.batch_loss), '-', color=color, lw=1,
+                    label=f'{label} train (moving average)'.strip())
+        else:
+            ax.plot([e + 1 for e in h.epoch], h.train_loss, '--', color=color,
+                    label=f'{label} train'.strip())
+        ax.plot([e + 1 for e in h.epoch], h.valid_loss, 'o', color=color, ms=7,
+                label=f'{label} valid'.strip())
     ax.set_xlabel('epochs completed')
-    ax.set_ylabel('loss (nats per character)')
-    ax.legend()
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize='small')
     ax.grid(alpha=0.3)
     return ax
 

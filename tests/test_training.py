@@ -131,7 +131,7 @@ def test_fit_lowers_loss_and_reports(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ['epoch', 'train_loss', 'valid_loss', 'time']
     assert lines[1].split()[0] == '0' and lines[-1].split()[0] == '3'
-    assert len(lines) == 1 + 3 + 1 + 1
+    assert len(lines) == 1 + 3 + 1        # no second header when a history continues
 
 
 def test_train_loss_is_debiased_moving_average(capsys):
@@ -190,6 +190,15 @@ def test_plot_losses_draws_each_history():
     h = utils.History(epoch=[0, 1], train_loss=[2.0, 1.5], valid_loss=[2.1, 1.7])
     ax = utils.plot_losses({'a': h, 'b': h})
     assert len(ax.lines) == 4 and ax.lines[1].get_ydata().tolist() == [2.1, 1.7]
+    h.batch_loss = [3.0, 2.0, 1.0, 1.0]
+    line = utils.plot_losses(h).lines[0]
+    assert line.get_xdata().tolist() == [0.5, 1.0, 1.5, 2.0]
+    assert line.get_ydata().tolist() == pytest.approx(utils.smooth(h.batch_loss))
+
+
+def test_smooth_matches_fit_train_loss():
+    assert utils.smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])   # debiased
+    assert utils.smooth([0.0, 1.0], beta=0.5) == pytest.approx([0.0, 2 / 3])
 
 
 # --- generation ------------------------------------------------------------------------
@@ -218,3 +227,14 @@ def test_get_next_and_generate(seq_out):
 def test_generate_unknown_prompt_character():
     with pytest.raises(KeyError, match="'z'"):
         utils.generate(Fixed(), utils.CharVocab('ab'), 'az', 5)
+
+
+def test_fit_steps_scheduler_per_batch_and_can_be_quiet(capsys):
+    model = Tiny()
+    md = tiny_data()
+    opt = torch.optim.SGD(model.parameters(), 1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 / (1 + step))
+    utils.fit(model, md, 2, opt, F.nll_loss, scheduler=sched, verbose=False)
+    assert sched.last_epoch == 2 * len(md.train)
+    assert opt.param_groups[0]['lr'] == pytest.approx(1 / (1 + 2 * len(md.train)))
+    assert capsys.readouterr().out == ''
