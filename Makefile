@@ -10,7 +10,6 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
 # notebooks executed by make never show progress bars (they would land in the outputs)
 export PRESIDENTIAL_PROGRESS := 0
-export MPLBACKEND := Agg
 
 .PHONY: setup run test unit refresh bench images clean
 

@@ -399,6 +399,56 @@ class ArraysData:
                    BatchLoader(x_t[val_rows], y_t[val_rows], 2 * bs))
 
 
+class LanguageModelLoader:
+    """Batches for a stateful language model: one long stream read in parallel columns.
+
+    The stream of ``ids`` is cut into ``bs`` equal columns (row *j* of ``self.data`` holds
+    the *j*-th slice, the remainder is dropped) and read ``bptt`` steps at a time: each batch
+    is ``x`` of shape (bs, seq_len) and ``y``, the same shifted by one character. Row *j* of
+    a batch continues exactly where row *j* of the previous batch ended, so a model can carry
+    its hidden state across batches. The last batch may be shorter. With ``vary_bptt`` the
+    length varies as in the original library: ``bptt`` (or half of it, 5% of the time),
+    blurred by a normal of standard deviation 5, at least 5, drawn from a seeded generator.
+    """
+
+    def __init__(self, ids, bs, bptt, vary_bptt=False, seed=0):
+        ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+        n = len(ids) // bs
+        if n < 2:
+            raise ValueError(f'{len(ids)} ids are too few for {bs} columns')
+        self.data = ids[:n * bs].view(bs, n)
+        self.bs, self.bptt, self.vary_bptt = bs, bptt, vary_bptt
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return math.ceil((self.data.shape[1] - 1) / self.bptt)
+
+    def _seq_len(self):
+        if not self.vary_bptt:
+            return self.bptt
+        mean = self.bptt if self.rng.random() < 0.95 else self.bptt / 2
+        return max(5, int(self.rng.normal(mean, 5)))
+
+    def __iter__(self):
+        i, n = 0, self.data.shape[1]
+        while i < n - 1:
+            seq = min(self._seq_len(), n - 1 - i)
+            yield self.data[:, i:i + seq], self.data[:, i + 1:i + 1 + seq]
+            i += seq
+
+
+@dataclass
+class LanguageModelData:
+    """Train and valid :class:`LanguageModelLoader` of a text already turned into ids."""
+    train: LanguageModelLoader
+    valid: LanguageModelLoader
+
+    @classmethod
+    def from_ids(cls, train_ids, valid_ids, bs, bptt, vary_bptt=False, seed=0):
+        return cls(LanguageModelLoader(train_ids, bs, bptt, vary_bptt, seed),
+                   LanguageModelLoader(valid_ids, bs, bptt))
+
+
 # ----------------------------------------------------------------------------- training
 
 def _pick_device():
@@ -446,9 +496,16 @@ class History:
     batch_loss: list = field(default_factory=list)
 
 
+def _reset_state(model):
+    # stateful models (notebook 03) start every pass over the data from a zero state
+    if hasattr(model, 'reset'):
+        model.reset()
+
+
 def evaluate(model, loader, loss_fn):
     """Mean loss over every example of ``loader`` (each batch weighted by its size)."""
     model.eval()
+    _reset_state(model)
     dev = next(model.parameters()).device
     total, count = 0.0, 0
     with torch.inference_mode():
@@ -459,7 +516,8 @@ def evaluate(model, loader, loss_fn):
     return total / count
 
 
-def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, verbose=True):
+def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=None,
+        verbose=True):
     """Train ``model`` on ``data.train`` for ``epochs`` epochs with optimiser ``opt``.
 
     Prints a header, then per epoch ``epoch  train_loss  valid_loss  time``:
@@ -474,6 +532,8 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, verbose
     The header is printed only by a call that starts a new history; ``verbose=False``
     prints nothing (for sweeps). ``scheduler``, if given, is stepped after every batch
     (e.g. ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts`` with ``T_0`` in batches).
+    ``clip`` clips the gradients' global norm. A model with a ``reset()`` method (a stateful
+    RNN) is reset before every training epoch and every evaluation.
     Batches are moved to the model's device. A progress bar per epoch goes to stderr and
     is cleared when the epoch ends (off with ``PRESIDENTIAL_PROGRESS=0``). Pass the
     ``history`` of an earlier call to continue its epoch count; returns the :class:`History`.
@@ -489,12 +549,15 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, verbose
     for epoch in range(first, first + epochs):
         start = time.perf_counter()
         model.train()
+        _reset_state(model)
         for x, y in tqdm(data.train, desc=f'epoch {epoch}', leave=False,
                          disable=not progress_enabled()):
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
             if scheduler is not None:
                 scheduler.step()
@@ -564,6 +627,7 @@ def get_next(model, vocab, text, generator=None, temperature=1.0):
     the last position is used. ``temperature`` < 1 sharpens the distribution, > 1 flattens it.
     """
     model.eval()
+    _reset_state(model)                # a stateful model reads ``text`` from a zero state
     dev = next(model.parameters()).device
     x = torch.from_numpy(vocab.encode(text)).unsqueeze(0).to(dev)
     with torch.inference_mode():
@@ -584,3 +648,74 @@ def generate(model, vocab, prompt, n_chars=200, context=8, generator=None, tempe
         char, _ = get_next(model, vocab, text[-context:], generator, temperature)
         text += char
     return text
+
+
+# ----------------------------------------------------------------------------- search
+# Models used by the search helpers expose ``run(x, h) -> (log_probs, h)``: x is (batch,
+# seq_len) indices, log_probs (batch, seq_len, vocab), h the recurrent state (a tensor or a
+# tuple of tensors with the batch in dimension 1, as nn.RNN/nn.GRU/nn.LSTM return it; None
+# means zeros).
+
+def _take(h, idx):
+    """Rows ``idx`` of a recurrent state (batch in dimension 1)."""
+    if isinstance(h, tuple):
+        return tuple(t[:, idx] for t in h)
+    return h[:, idx]
+
+
+def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, generator=None):
+    """Extend ``prompt`` by ``steps`` characters, keeping the ``beam_size`` most probable texts.
+
+    At every step each kept text is extended by every character (or, with ``n_candidates``,
+    by that many characters sampled without replacement from the model's distribution: the
+    original's "stochastic beam search"), and the ``beam_size`` extensions with the highest
+    summed log-probability are kept; ``beam_size=None`` keeps all (breadth-first search).
+    All candidates of a step go through the model in one batched call, each carrying its own
+    hidden state, so no prefix is read twice. Returns ``[(text, log_prob), ...]``, best first.
+    """
+    model.eval()
+    dev = next(model.parameters()).device
+    with torch.inference_mode():
+        x = torch.from_numpy(vocab.encode(prompt)).unsqueeze(0).to(dev)
+        logp, h = model.run(x, None)
+        last = logp[:, -1].float()                                # (beams, vocab)
+        scores = torch.zeros(1, device=dev)                       # summed log-probs
+        texts = [prompt]
+        for step in range(steps):
+            cand = scores[:, None] + last                         # (beams, vocab)
+            if n_candidates is not None:
+                picked = torch.multinomial(last.exp().cpu(), n_candidates, replacement=False,
+                                           generator=generator).to(dev)
+                mask = torch.full_like(cand, float('-inf')).scatter_(1, picked, 0.0)
+                cand = cand + mask
+            flat = cand.flatten()
+            k = int(torch.isfinite(flat).sum()) if beam_size is None else \
+                min(beam_size, int(torch.isfinite(flat).sum()))
+            scores, order = flat.topk(k)
+            parents = torch.div(order, len(vocab), rounding_mode='floor')
+            chars = order % len(vocab)
+            parents_l, chars_l = parents.tolist(), chars.tolist()
+            texts = [texts[p] + vocab.itos[c] for p, c in zip(parents_l, chars_l)]
+            if step < steps - 1:                                  # the last step needs no forward
+                logp, h = model.run(chars[:, None], _take(h, parents))
+                last = logp[:, -1].float()
+    return list(zip(texts, scores.tolist()))
+
+
+def beam_search_by_rereading(model, vocab, prompt, steps, beam_size):
+    """The same search in the original's form: every candidate is scored by feeding its
+    whole text to the model from a zero state, one candidate at a time. Slow; kept to check
+    :func:`beam_search` against and to measure how much faster that is."""
+    model.eval()
+    dev = next(model.parameters()).device
+    beams = [(prompt, 0.0)]
+    with torch.inference_mode():
+        for _ in range(steps):
+            cands = []
+            for text, score in beams:
+                x = torch.from_numpy(vocab.encode(text)).unsqueeze(0).to(dev)
+                last = model.run(x, None)[0][0, -1].float().cpu()
+                cands += [(text + vocab.itos[c], score + float(last[c])) for c in range(len(vocab))]
+            cands.sort(key=lambda tc: -tc[1])
+            beams = cands[:beam_size]
+    return beams

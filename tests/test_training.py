@@ -238,3 +238,52 @@ def test_fit_steps_scheduler_per_batch_and_can_be_quiet(capsys):
     assert sched.last_epoch == 2 * len(md.train)
     assert opt.param_groups[0]['lr'] == pytest.approx(1 / (1 + 2 * len(md.train)))
     assert capsys.readouterr().out == ''
+
+
+# --- language-model loader --------------------------------------------------------------
+
+def test_lm_loader_columns_continue_across_batches():
+    ids = np.arange(103)
+    loader = utils.LanguageModelLoader(ids, bs=4, bptt=8)
+    assert loader.data.shape == (4, 25)                        # 103 // 4 = 25, 3 ids dropped
+    assert loader.data[1, 0] == 25 and loader.data[3, -1] == 99
+    batches = list(loader)
+    assert len(batches) == len(loader) == 3                    # 24 targets: 8 + 8 + 8
+    for x, y in batches:
+        assert x.shape == y.shape and torch.equal(y[:, :-1], x[:, 1:])
+        assert torch.equal(y, x + 1)                           # y is x shifted by one
+    for (x0, y0), (x1, _) in zip(batches, batches[1:]):
+        assert torch.equal(x1[:, 0], y0[:, -1])                # each column goes on
+    assert [x.shape[1] for x, _ in batches] == [8, 8, 8]
+
+
+def test_lm_loader_last_partial_batch():
+    batches = list(utils.LanguageModelLoader(np.arange(40), bs=2, bptt=8))
+    assert [x.shape for x, _ in batches] == [(2, 8), (2, 8), (2, 3)]   # 19 targets per column
+    assert batches[-1][1][0].tolist() == [17, 18, 19]
+
+
+def test_lm_loader_varied_bptt_is_seeded_and_covers_everything():
+    ids = np.arange(4000)
+    lens = [[x.shape[1] for x, _ in utils.LanguageModelLoader(ids, 4, 20, True, seed=1)]
+            for _ in range(2)]
+    assert lens[0] == lens[1] and len(set(lens[0])) > 3 and min(lens[0]) >= 1
+    assert sum(lens[0]) == 999
+    with pytest.raises(ValueError):
+        utils.LanguageModelLoader(np.arange(5), bs=4, bptt=8)
+
+
+def test_fit_resets_stateful_models_and_clips():
+    class Stateful(Tiny):
+        resets = 0
+
+        def reset(self):
+            self.resets += 1
+
+    model = Stateful()
+    md = tiny_data()
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    utils.fit(model, md, 2, opt, F.nll_loss, clip=1e-6, verbose=False)
+    assert model.resets == 4                                   # train + valid, per epoch
+    norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
+    assert norm <= 1e-6 * 1.01

@@ -1,0 +1,77 @@
+"""Beam search: batched with carried states, against brute force and the original's form."""
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import utils
+
+
+class TinyGRU(nn.Module):
+    def __init__(self, vocab_size=4, n_hidden=8, layers=1, lstm=False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.e = nn.Embedding(vocab_size, 5)
+        self.rnn = (nn.LSTM if lstm else nn.GRU)(5, n_hidden, layers, batch_first=True)
+        self.l_out = nn.Linear(n_hidden, vocab_size)
+        with torch.no_grad():
+            self.l_out.weight.mul_(4)   # peaky distributions: ties are unlikely
+
+    def run(self, x, h):
+        out, h = self.rnn(self.e(x), h)
+        return F.log_softmax(self.l_out(out), dim=-1), h
+
+
+def text_log_prob(model, vocab, prompt, continuation):
+    x = torch.from_numpy(vocab.encode(prompt + continuation)).unsqueeze(0)
+    with torch.no_grad():
+        logp = model.run(x, None)[0][0]
+    ids = vocab.encode(continuation)
+    return sum(float(logp[len(prompt) - 1 + i, c]) for i, c in enumerate(ids))
+
+
+@pytest.mark.parametrize('lstm', [False, True])
+def test_full_beam_equals_brute_force(lstm):
+    vocab, model = utils.CharVocab('abcd'), TinyGRU(layers=2, lstm=lstm)
+    steps = 3
+    beams = utils.beam_search(model, vocab, 'ab', steps, beam_size=len(vocab) ** steps)
+    brute = sorted(((''.join(t), text_log_prob(model, vocab, 'ab', ''.join(t)))
+                    for t in itertools.product('abcd', repeat=steps)), key=lambda tc: -tc[1])
+    assert [t for t, _ in beams] == ['ab' + t for t, _ in brute]
+    assert [s for _, s in beams] == pytest.approx([s for _, s in brute], abs=1e-4)
+
+
+def test_breadth_first_keeps_everything():
+    vocab, model = utils.CharVocab('abcd'), TinyGRU()
+    beams = utils.beam_search(model, vocab, 'a', 4)
+    assert len(beams) == 4 ** 4 and len({t for t, _ in beams}) == 256
+    assert sum(torch.tensor([s for _, s in beams]).exp()) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize('beam_size', [1, 3, 10])
+def test_batched_search_matches_rereading(beam_size):
+    vocab, model = utils.CharVocab('abcd'), TinyGRU(layers=2, lstm=True)
+    fast = utils.beam_search(model, vocab, 'dab', 6, beam_size)
+    slow = utils.beam_search_by_rereading(model, vocab, 'dab', 6, beam_size)
+    assert [t for t, _ in fast] == [t for t, _ in slow]
+    assert [s for _, s in fast] == pytest.approx([s for _, s in slow], abs=1e-4)
+
+
+def test_stochastic_beam_search_is_seeded_and_samples():
+    vocab, model = utils.CharVocab('abcd'), TinyGRU()
+    run = lambda seed: utils.beam_search(model, vocab, 'a', 30, 1, n_candidates=1,
+                                         generator=torch.Generator().manual_seed(seed))
+    assert run(0) == run(0)
+    texts = {run(seed)[0][0] for seed in range(5)}
+    assert len(texts) > 1                                   # sampling, not argmax
+    greedy = utils.beam_search(model, vocab, 'a', 30, 1)[0]
+    wide = utils.beam_search(model, vocab, 'a', 30, 1, n_candidates=4,
+                             generator=torch.Generator().manual_seed(0))[0]
+    assert wide == greedy                                   # all candidates: plain beam search
+
+
+def test_search_rejects_unknown_prompt_character():
+    with pytest.raises(KeyError, match="'z'"):
+        utils.beam_search(TinyGRU(), utils.CharVocab('abcd'), 'abz', 2, 2)
