@@ -4,6 +4,8 @@
    full corpus, CPU): throughput ratio, goal >= 0.95.
 2. 8-character windows: the seed's list comprehension + ``np.stack`` against numpy's
    ``sliding_window_view``: speed ratio (goal >= 50x) and peak memory (goal <= 1/10).
+3. Beam search: batched, each candidate carrying its hidden state, against the original's
+   form that re-reads every candidate's text: identical beams, speed ratio (goal >= 20x).
 
 Each figure is printed; the process exits non-zero when a goal is missed.
 """
@@ -109,6 +111,40 @@ def bench_windows(idxs):
     return speed >= 50 and mem <= 0.1
 
 
+class CharLSTM(nn.Module):
+    """Notebook 03's LSTM (CPU size), untrained: speed does not depend on the weights."""
+    def __init__(self, vocab_size, n_fac=42, n_hidden=256):
+        super().__init__()
+        self.e = nn.Embedding(vocab_size, n_fac)
+        self.rnn = nn.LSTM(n_fac, n_hidden, batch_first=True)
+        self.l_out = nn.Linear(n_hidden, vocab_size)
+
+    def run(self, x, h):
+        output, h = self.rnn(self.e(x), h)
+        return F.log_softmax(self.l_out(output), dim=-1), h
+
+
+def bench_beam_search(vocab, steps=60, beam_size=5, rounds=3):
+    torch.manual_seed(0)
+    model = CharLSTM(len(vocab))
+    prompt = 'The meaning of life is '
+    times = {'batched': [], 'rereading': []}
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fast = utils.beam_search(model, vocab, prompt, steps, beam_size)
+        times['batched'].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        slow = utils.beam_search_by_rereading(model, vocab, prompt, steps, beam_size)
+        times['rereading'].append(time.perf_counter() - start)
+    assert [t for t, _ in fast] == [t for t, _ in slow], 'beams differ'
+    fast_t, slow_t = statistics.median(times['batched']), statistics.median(times['rereading'])
+    ratio = slow_t / fast_t
+    print(f'beam search, beam {beam_size}, {steps} steps, LSTM 1x256, median of {rounds}: '
+          f'batched {fast_t:.3f} s, re-reading {slow_t:.2f} s, identical beams, '
+          f'{ratio:.0f}x faster (goal >= 20)')
+    return ratio >= 20
+
+
 if __name__ == '__main__':
     torch.set_num_threads(torch.get_num_threads())
     text = utils.load_speeches('obama')
@@ -116,4 +152,5 @@ if __name__ == '__main__':
     idxs = vocab.encode(text)
     ok = bench_windows(idxs)
     ok = bench_fit(idxs, len(vocab)) and ok
+    ok = bench_beam_search(vocab) and ok
     sys.exit(0 if ok else 1)
