@@ -124,7 +124,7 @@ class CharLSTM(nn.Module):
         return F.log_softmax(self.l_out(output), dim=-1), h
 
 
-def bench_beam_search(vocab, steps=60, beam_size=5, rounds=3):
+def bench_beam_search(vocab, steps=400, beam_size=5, rounds=2):
     torch.manual_seed(0)
     model = CharLSTM(len(vocab))
     prompt = 'The meaning of life is '
