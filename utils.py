@@ -486,6 +486,63 @@ def set_lrs(opt, lr):
         group['lr'] = lr
 
 
+def original_sgdr_factor(step, batches_per_epoch, cycle_mult=2, warmup=1 / 20):
+    """The learning-rate multiplier of the original library's ``CosAnneal`` at batch ``step``.
+
+    fastai 0.7 ran cosine annealing with warm restarts ("SGDR"): the first cycle lasts one
+    epoch of batches, each next one ``cycle_mult`` times longer, and within a cycle the rate
+    falls from the full rate to zero along half a cosine. Before that it held the rate at 1/100
+    for the first ``warmup`` of the first cycle (its rule: while ``step < batches/20``, i.e.
+    9 batches of 174); those steps count towards the first cycle.
+    """
+    if step < batches_per_epoch * warmup:
+        return 0.01
+    length = batches_per_epoch
+    while step >= length:
+        step -= length
+        length *= cycle_mult
+    return (math.cos(math.pi * step / length) + 1) / 2
+
+
+def original_sgdr_schedule(opt, batches_per_epoch, cycle_mult=2, warmup=1 / 20):
+    """A ``LambdaLR`` that follows :func:`original_sgdr_factor`; step it after every batch."""
+    import functools
+    factor = functools.partial(original_sgdr_factor, batches_per_epoch=batches_per_epoch,
+                               cycle_mult=cycle_mult, warmup=warmup)
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def save_checkpoint(obj, path):
+    """``torch.save`` to ``path`` atomically: a temporary file beside it, then one rename, so a
+    kill during the save leaves the previous checkpoint intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path, map_location='cpu'):
+    """``torch.load(path, weights_only=True)``; a damaged or truncated file raises an error
+    that names it and says to delete it."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise RuntimeError(f'Could not load the checkpoint {path} ({type(e).__name__}: {e}). '
+                           f'It is damaged or incomplete: delete it and train again.') from e
+
+
 @dataclass
 class History:
     """What :func:`fit` measured: one entry per epoch, plus every raw batch loss."""
@@ -494,6 +551,8 @@ class History:
     valid_loss: list = field(default_factory=list)
     time: list = field(default_factory=list)
     batch_loss: list = field(default_factory=list)
+    average: float = 0.0        # the moving average's state, for ``fit(continue_average=True)``
+    n_averaged: int = 0
 
 
 def _reset_state(model):
@@ -502,22 +561,33 @@ def _reset_state(model):
         model.reset()
 
 
-def evaluate(model, loader, loss_fn):
-    """Mean loss over every example of ``loader`` (each batch weighted by its size)."""
+def _autocast(dev, amp_dtype):
+    """A context that runs the forward pass in ``amp_dtype`` (e.g. ``torch.bfloat16``), or nothing."""
+    import contextlib
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=dev.type, dtype=amp_dtype)
+
+
+def evaluate(model, loader, loss_fn, amp_dtype=None):
+    """Mean loss over every predicted value of ``loader``: each batch is weighted by the
+    number of targets it holds (``y.numel()``), so for a language model the result is the
+    mean over every predicted character, however long the last batch is. A stateful model
+    is reset first and carries its state across the batches."""
     model.eval()
     _reset_state(model)
     dev = next(model.parameters()).device
     total, count = 0.0, 0
-    with torch.inference_mode():
+    with torch.inference_mode(), _autocast(dev, amp_dtype):
         for x, y in loader:
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            total += loss_fn(model(x), y).item() * len(x)
-            count += len(x)
+            total += loss_fn(model(x), y).float().item() * y.numel()
+            count += y.numel()
     return total / count
 
 
 def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=None,
-        verbose=True):
+        verbose=True, amp_dtype=None, continue_average=False):
     """Train ``model`` on ``data.train`` for ``epochs`` epochs with optimiser ``opt``.
 
     Prints a header, then per epoch ``epoch  train_loss  valid_loss  time``:
@@ -526,8 +596,8 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
       batch losses (momentum 0.98) over this call, debiased (divided by 1 - 0.98**n after n
       batches), read at the epoch's last batch. It lags behind the model and mixes in
       dropout; compare it only with other train losses.
-    * ``valid_loss`` is the mean loss over *all* validation examples with the model in
-      eval mode, each batch weighted by its size.
+    * ``valid_loss`` is the mean loss over *all* validation targets with the model in
+      eval mode (see :func:`evaluate`).
 
     The header is printed only by a call that starts a new history; ``verbose=False``
     prints nothing (for sweeps). ``scheduler``, if given, is stepped after every batch
@@ -536,13 +606,18 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
     RNN) is reset before every training epoch and every evaluation.
     Batches are moved to the model's device. A progress bar per epoch goes to stderr and
     is cleared when the epoch ends (off with ``PRESIDENTIAL_PROGRESS=0``). Pass the
-    ``history`` of an earlier call to continue its epoch count; returns the :class:`History`.
+    ``history`` of an earlier call to continue its epoch count; with ``continue_average``
+    the moving average goes on from that history's instead of starting afresh (one long run
+    cut into calls of one epoch, as the full run of notebook 03 does to save every epoch).
+    ``amp_dtype`` (e.g. ``torch.bfloat16``) runs forward passes under ``torch.autocast``.
+    Returns the :class:`History`.
     """
     from tqdm.auto import tqdm
 
     history = History() if history is None else history
     dev = next(model.parameters()).device
-    avg, beta, n_batches = 0.0, 0.98, 0
+    beta = 0.98
+    avg, n_batches = (history.average, history.n_averaged) if continue_average else (0.0, 0)
     first = history.epoch[-1] + 1 if history.epoch else 0
     if verbose and not history.epoch:
         print(f'{"epoch":>5}  {"train_loss":>10}  {"valid_loss":>10}  {"time":>7}')
@@ -553,7 +628,8 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
         for x, y in tqdm(data.train, desc=f'epoch {epoch}', leave=False,
                          disable=not progress_enabled()):
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            loss = loss_fn(model(x), y)
+            with _autocast(dev, amp_dtype):
+                loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if clip is not None:
@@ -566,7 +642,8 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
             avg = beta * avg + (1 - beta) * value
             history.batch_loss.append(value)
         train_loss = avg / (1 - beta ** n_batches)
-        valid_loss = evaluate(model, data.valid, loss_fn)
+        history.average, history.n_averaged = avg, n_batches
+        valid_loss = evaluate(model, data.valid, loss_fn, amp_dtype)
         elapsed = time.perf_counter() - start
         for key, val in zip(('epoch', 'train_loss', 'valid_loss', 'time'),
                             (epoch, train_loss, valid_loss, elapsed)):
