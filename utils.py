@@ -26,12 +26,24 @@ import torch
 
 #: The seed's download address of Brown, D. W. (2016) "Corpus of Presidential Speeches",
 #: The Grammar Lab. ``PRESIDENTIAL_CORPUS_URL`` overrides it (CI points it at 127.0.0.1).
-CORPUS_URL = os.environ.get(
-    'PRESIDENTIAL_CORPUS_URL',
-    'http://www.thegrammarlab.com/?wpdmpro=corpus-of-presidential-speeches&wpdmdl=595')
+DEFAULT_CORPUS_URL = 'http://www.thegrammarlab.com/?wpdmpro=corpus-of-presidential-speeches&wpdmdl=595'
+CORPUS_URL = os.environ.get('PRESIDENTIAL_CORPUS_URL', '').strip() or DEFAULT_CORPUS_URL
+
+#: The corpus's page, visited first for the cookie the site's download link may want (as a
+#: browser would). ``PRESIDENTIAL_CORPUS_PAGE`` overrides it; with a corpus address of your
+#: own and no page set, no page is visited.
+DEFAULT_CORPUS_PAGE = ('http://www.thegrammarlab.com/?nor-portfolio='
+                       'corpus-of-presidential-speeches-cops-and-a-clintontrump-corpus')
+CORPUS_PAGE = os.environ.get('PRESIDENTIAL_CORPUS_PAGE', '').strip() or (
+    DEFAULT_CORPUS_PAGE if CORPUS_URL == DEFAULT_CORPUS_URL else None)
+
+#: Sent with both requests: WordPress download links often answer a bare client with a web page.
+BROWSER_HEADERS = {'User-Agent': 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 '
+                                 'Firefox/128.0',
+                   'Accept': 'text/html,application/zip,application/octet-stream,*/*;q=0.8'}
 
 #: Where downloads land: the repository's ``data/`` unless ``PRESIDENTIAL_DATA_DIR`` says otherwise.
-DATA_DIR = Path(os.environ.get('PRESIDENTIAL_DATA_DIR', Path(__file__).resolve().parent / 'data'))
+DATA_DIR = Path(os.environ.get('PRESIDENTIAL_DATA_DIR', '').strip() or Path(__file__).resolve().parent / 'data')
 
 #: The folder the corpus zip unpacks to (the misspelling is the original's).
 CORPUS_FOLDER = 'Corpus of Presential Speeches'
@@ -54,7 +66,22 @@ _SOTU_IDS = {
     'vanburen': ['van-buren'], 'trump': ['trump', 'trump-2'], 'hclinton': [],
 }
 
+#: Speech files per folder in the corpus as published (1,058 in all). A corpus folder unpacked
+#: by hand counts as complete when each president folder it holds has at least this many.
+CORPUS_FILE_COUNTS = {
+    'adams': 9, 'arthur': 11, 'bharrison': 16, 'buchanan': 14, 'bush': 23, 'cleveland': 31,
+    'clinton': 39, 'coolidge': 12, 'eisenhower': 6, 'fdroosevelt': 49, 'fillmore': 7, 'ford': 14,
+    'garfield': 1, 'grant': 32, 'gwbush': 39, 'harding': 18, 'harrison': 1, 'hayes': 16,
+    'hclinton': 36, 'hoover': 29, 'jackson': 26, 'jefferson': 24, 'johnson': 31, 'jqadams': 8,
+    'kennedy': 45, 'lbjohnson': 71, 'lincoln': 15, 'madison': 22, 'mckinley': 14, 'monroe': 10,
+    'nixon': 23, 'obama': 48, 'pierce': 15, 'polk': 25, 'reagan': 59, 'roosevelt': 22, 'taft': 11,
+    'taylor': 4, 'truman': 19, 'trump': 82, 'tyler': 18, 'vanburen': 10, 'washington': 21,
+    'wilson': 32}
+
 _TMP_PREFIX = '.corpus-download-'
+_ASIDE_PREFIX = '.corpus-incomplete-'
+_COMPLETE = '.complete'          # written into the corpus folder before it is moved into place
+_LOCK = '.corpus.lock'
 _MAX_UNZIPPED_BYTES = 2 * 1024**3  # refuse zip bombs; the real corpus unpacks to ~40 MB
 
 
@@ -68,10 +95,26 @@ def _remedy(url, dest):
             f'(tried {url}).')
 
 
+def _short_folders(folder):
+    """President folders of a hand-unpacked corpus that hold fewer files than the corpus has."""
+    short = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        expected = CORPUS_FILE_COUNTS.get(sub.name, 1)
+        if len(list(sub.glob('*.txt'))) < expected:
+            short.append(sub.name)
+    return short
+
+
 def corpus_present(dest=DATA_DIR):
-    """True when ``dest`` already holds an unpacked, non-empty corpus folder."""
+    """True when ``dest`` holds a complete corpus folder: one that :func:`get_data` finished
+    (it carries a completion marker, written before the folder was moved into place), or one
+    unpacked by hand in which every president folder holds all of its speeches."""
     folder = Path(dest) / CORPUS_FOLDER
-    return folder.is_dir() and any(folder.iterdir())
+    if not folder.is_dir():
+        return False
+    if (folder / _COMPLETE).is_file():
+        return True
+    return any(p.is_dir() for p in folder.iterdir()) and not _short_folders(folder)
 
 
 def _check_zip_entries(zf, url, dest):
@@ -86,24 +129,35 @@ def _check_zip_entries(zf, url, dest):
             raise CorpusDownloadError(
                 f'Refusing the zip from {url}: entry {name!r} is an absolute path, a link or '
                 f'climbs out with "..". Nothing was written. {_remedy(url, dest)}')
+        if parts == (CORPUS_FOLDER,) and not info.is_dir():
+            raise CorpusDownloadError(
+                f'Refusing the zip from {url}: "{CORPUS_FOLDER}" in it is a file, not a folder. '
+                f'Nothing was written. {_remedy(url, dest)}')
         total += info.file_size
     if total > _MAX_UNZIPPED_BYTES:
         raise CorpusDownloadError(
             f'Refusing the zip from {url}: it would unpack to {total:,} bytes. {_remedy(url, dest)}')
-    if not any(PurePosixPath(i.filename).parts[:1] == (CORPUS_FOLDER,) for i in zf.infolist()):
+    if not any(PurePosixPath(i.filename).parts[:1] == (CORPUS_FOLDER,)
+               and len(PurePosixPath(i.filename).parts) > 1 for i in zf.infolist()):
         raise CorpusDownloadError(
             f'The zip from {url} has no "{CORPUS_FOLDER}/" folder: it is not the corpus. '
             f'{_remedy(url, dest)}')
 
 
-def _stream_to(url, fh, timeout, progress):
-    """Write the body of ``url`` to the open file ``fh``; return the number of bytes."""
-    import requests
+def _stream_to(session, url, fh, timeout, deadline, progress, referer=None):
+    """Write the body of ``url`` to the open file ``fh``; return the number of bytes.
+    ``deadline`` is a ``time.monotonic()`` value after which the download is abandoned."""
+    if time.monotonic() > deadline:
+        raise CorpusDownloadError(f'No time is left for another try at {url}.')
     from tqdm.auto import tqdm
 
-    with requests.get(url, stream=True, timeout=timeout) as r:
+    headers = {'Referer': referer} if referer else {}
+    with session.get(url, stream=True, timeout=timeout, headers=headers) as r:
         r.raise_for_status()
-        total = int(r.headers.get('Content-Length') or 0) or None
+        encoded = r.headers.get('Content-Encoding', 'identity').lower() not in ('', 'identity')
+        # Content-Length counts the bytes on the wire; with gzip transfer encoding those are
+        # not the bytes iter_content gives back, so only an unencoded body can be checked.
+        total = None if encoded else (int(r.headers.get('Content-Length') or 0) or None)
         written = 0
         with tqdm(total=total, unit='B', unit_scale=True, desc='corpus', leave=False,
                   disable=not progress) as bar:
@@ -111,54 +165,113 @@ def _stream_to(url, fh, timeout, progress):
                 fh.write(chunk)
                 written += len(chunk)
                 bar.update(len(chunk))
+                if time.monotonic() > deadline:
+                    raise CorpusDownloadError(
+                        f'The download from {url} passed its deadline with only {written:,} '
+                        f'bytes received.')
         if total is not None and written != total:
             raise CorpusDownloadError(
                 f'The download from {url} was cut off: {written:,} of {total:,} bytes arrived.')
     return written
 
 
-def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 60), retries=2):
+def _move_aside(path, dest, why):
+    """Rename ``path`` to a hidden name in ``dest`` (nothing is deleted) and say so."""
+    aside = Path(tempfile.mkdtemp(prefix=_ASIDE_PREFIX, dir=dest)) / path.name
+    os.replace(path, aside)
+    print(f'{path} {why}; moved it to {aside} (delete it when you no longer need it) '
+          f'and downloading the corpus afresh.')
+    return aside
+
+
+def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='auto',
+             deadline=300, lock_timeout=900):
     """Download the corpus zip from ``url`` and unpack it into ``dest``.
 
-    Idempotent: if ``dest`` already holds the corpus folder, no request is made.
-    Atomic: the zip is streamed to a temporary file inside ``dest``, every entry is
-    checked (absolute paths, ``..``, links and oversized archives are refused before
-    anything is written), it is unpacked into a temporary folder, and only then is the
-    corpus folder moved into place with one rename. An error or a kill leaves no
-    half-written corpus behind; leftovers of a killed run are removed by the next one.
+    Idempotent: if ``dest`` already holds a complete corpus folder (see
+    :func:`corpus_present`), no request is made. Otherwise, as a browser would: one
+    ``requests.Session`` with a browser's User-Agent first visits ``page`` (the corpus's web
+    page, for its cookie; ``'auto'``: :data:`CORPUS_PAGE` when ``url`` is :data:`CORPUS_URL`;
+    skipped when ``None``; a failure there is not fatal), then streams
+    ``url`` to a temporary file inside ``dest``.
 
-    ``timeout`` is (connect, read) in seconds. Connection failures and truncated bodies
-    are retried ``retries`` times; HTTP errors are not. Every failure raises
-    :class:`CorpusDownloadError` naming the URL and what to do. Returns the corpus folder.
+    Atomic and safe to run from several processes at once: a lock file in ``dest`` lets one
+    process download while the others wait for it (``lock_timeout`` seconds); every entry of
+    the zip is checked before anything is written (absolute paths, ``..``, links, a file
+    named like the corpus folder and oversized archives are refused); it is unpacked into a
+    temporary folder, marked complete, and only then moved into place with one rename, so a
+    partial corpus can never count as present. Leftovers of a killed run are removed by the
+    next one; an incomplete corpus folder found in place is moved aside, not deleted.
+
+    ``timeout`` is (connect, read) per request in seconds; ``deadline`` (seconds) bounds the
+    whole download, all tries together. Connection failures and truncated bodies are retried ``retries`` times; HTTP
+    errors are not. Every failure raises :class:`CorpusDownloadError` naming the URL and what
+    to do. Returns the corpus folder.
     """
-    import requests
+    from filelock import FileLock, Timeout
 
     dest = Path(dest)
     target = dest / CORPUS_FOLDER
     if corpus_present(dest):
         return target
+    if page == 'auto':
+        page = CORPUS_PAGE if url == CORPUS_URL else None
     dest.mkdir(parents=True, exist_ok=True)
-    for stale in dest.glob(_TMP_PREFIX + '*'):
-        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        with FileLock(str(dest / _LOCK), timeout=lock_timeout):
+            if corpus_present(dest):          # another process finished while we waited
+                return target
+            for stale in dest.glob(_TMP_PREFIX + '*'):   # only dead runs' folders: we hold the lock
+                shutil.rmtree(stale, ignore_errors=True)
+            if target.is_file() or target.is_symlink():
+                _move_aside(target, dest, 'is a file, not the corpus folder')
+            elif target.is_dir() and any(target.iterdir()):
+                short = _short_folders(target)
+                _move_aside(target, dest, f'is incomplete (too few speeches in: {", ".join(short[:5])}'
+                                          f'{" ..." if len(short) > 5 else ""})')
+            elif target.is_dir():
+                target.rmdir()                # an empty folder left by hand
+            return _download_and_unpack(url, dest, timeout, retries, page, deadline)
+    except Timeout as e:
+        raise CorpusDownloadError(
+            f'Another process has been downloading the corpus into {dest} for over '
+            f'{lock_timeout} s (lock file {dest / _LOCK}). If none is running, delete that file. '
+            f'{_remedy(url, dest)}') from e
 
+
+def _download_and_unpack(url, dest, timeout, retries, page, deadline):
+    import requests
+
+    target = dest / CORPUS_FOLDER
     work = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=dest))
     try:
         zip_path = work / 'corpus.zip'
-        for attempt in range(retries + 1):
-            try:
-                with open(zip_path, 'wb') as fh:
-                    _stream_to(url, fh, timeout, progress=progress_enabled())
-                break
-            except requests.HTTPError as e:
-                raise CorpusDownloadError(
-                    f'The server answered {e.response.status_code} {e.response.reason} for '
-                    f'{url}. {_remedy(url, dest)}') from e
-            except (requests.RequestException, CorpusDownloadError) as e:
-                if attempt == retries:
+        print(f'Downloading the corpus from {url} (giving up after {deadline} s) ...', flush=True)
+        end = time.monotonic() + deadline
+        with requests.Session() as session:
+            session.headers.update(BROWSER_HEADERS)
+            if page:
+                try:
+                    session.get(page, timeout=timeout).close()
+                except requests.RequestException as e:
+                    print(f'(the corpus page {page} did not answer: {type(e).__name__}; '
+                          f'trying the download link anyway)')
+            for attempt in range(retries + 1):
+                try:
+                    with open(zip_path, 'wb') as fh:
+                        _stream_to(session, url, fh, timeout, end,
+                                   progress=progress_enabled(), referer=page)
+                    break
+                except requests.HTTPError as e:
                     raise CorpusDownloadError(
-                        f'Could not download the corpus from {url} ({type(e).__name__}: {e}). '
-                        f'{_remedy(url, dest)}') from e
-                time.sleep(0.5 * (attempt + 1))
+                        f'The server answered {e.response.status_code} {e.response.reason} for '
+                        f'{url}. {_remedy(url, dest)}') from e
+                except (requests.RequestException, CorpusDownloadError) as e:
+                    if attempt == retries or time.monotonic() > end:
+                        raise CorpusDownloadError(
+                            f'Could not download the corpus from {url} ({type(e).__name__}: {e}). '
+                            f'{_remedy(url, dest)}') from e
+                    time.sleep(0.5 * (attempt + 1))
         try:
             zf = zipfile.ZipFile(zip_path)
         except zipfile.BadZipFile as e:
@@ -173,10 +286,7 @@ def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 60), retries=2):
             except (zipfile.BadZipFile, EOFError, OSError) as e:
                 raise CorpusDownloadError(
                     f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
-        if corpus_present(dest):          # someone else finished first: keep theirs
-            return target
-        if target.exists():               # an empty folder left by hand
-            target.rmdir()
+        (unpacked / CORPUS_FOLDER / _COMPLETE).write_text(f'downloaded from {url}\n')
         os.replace(unpacked / CORPUS_FOLDER, target)
         return target
     finally:
@@ -193,8 +303,13 @@ def preprocess_speech(path):
     spaces between spaces into `` - ``, strip trailing whitespace; drop lines of two
     characters or fewer; join with spaces and squeeze every whitespace run to one space.
     """
-    with open(path, encoding='utf-8') as f:
-        lines = f.read().splitlines()[2:]
+    try:
+        with open(path, encoding='utf-8') as f:
+            lines = f.read().splitlines()[2:]
+    except UnicodeDecodeError as e:
+        raise ValueError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start}): the file is '
+                         f'damaged. Delete the folder "{Path(path).parents[1]}" and run again to '
+                         f'download the corpus afresh.') from e
     kept = []
     for line in lines:
         line = re.sub('<.*>', '', line)
@@ -269,14 +384,20 @@ def load_speeches(president='obama', data_dir=None, url=None):
 
     try:
         get_data(url, data_dir)
+    except (CorpusDownloadError, OSError) as e:     # OSError: e.g. a read-only data folder
+        cause = e.__cause__ if isinstance(e, CorpusDownloadError) else e
+        reason = f'no corpus from {url}: ' + (f'{type(cause).__name__}' if cause else str(e).split('. ')[0])
+    else:
         files = sorted((folder / president).glob('*.txt'))
+        if not files:
+            arrived = sorted(p.name for p in folder.iterdir() if p.is_dir())
+            raise ValueError(f'The corpus in {folder} has no speeches of {president!r}; it holds: '
+                             f'{", ".join(arrived) or "nothing"}. Pick one of those, or delete the '
+                             f'folder and point PRESIDENTIAL_CORPUS_URL at the full corpus.')
         text = ' '.join(preprocess_speech(f) for f in files)
         print(f'Source: Grammar Lab corpus ({os.path.relpath(folder)}): {len(files)} speeches of {president}, '
               f'{len(text):,} characters.')
         return SpeechText(text, 'corpus', president, len(files))
-    except CorpusDownloadError as e:
-        cause = e.__cause__
-        reason = f'no corpus from {url}: ' + (type(cause).__name__ if cause else str(e).split('. ')[0])
     texts = _sotu_speeches(president)
     text = ' '.join(texts)
     print(f'Source: sotu package (offline fallback; {reason}): {len(texts)} State of the Union '
@@ -372,8 +493,8 @@ class ArraysData:
         """Split arrays into train and valid rows, as the original ``ColumnarModelData.from_arrays``.
 
         ``xs``: (N, k) integer array of inputs; ``y``: (N,) or (N, k) targets (integers
-        become int64, floats float32). ``val_idxs``: row positions of the validation rows;
-        negative ones count from the end, as in numpy. Use :func:`last_rows` for "the
+        become int64, floats float32). ``val_idxs``: integer row positions of the validation
+        rows (negative ones count from the end, as in numpy) or a boolean mask of ``N`` rows. Use :func:`last_rows` for "the
         last n rows". ``seed`` seeds the shuffling; by default it is drawn from torch's
         global generator, so :func:`seed_everything` makes it reproducible.
         """
@@ -381,7 +502,14 @@ class ArraysData:
         n = len(xs)
         if len(y) != n:
             raise ValueError(f'xs has {n} rows but y has {len(y)}')
-        val = np.asarray(val_idxs, dtype=np.int64).reshape(-1)
+        val = np.asarray(val_idxs).reshape(-1)
+        if val.dtype == bool:
+            if val.size != n:
+                raise ValueError(f'a boolean validation mask needs one entry per row ({n}), got {val.size}')
+            val = np.flatnonzero(val)
+        elif val.size and not np.issubdtype(val.dtype, np.integer):
+            raise TypeError(f'validation indices must be integers (or a boolean mask), got {val.dtype}')
+        val = val.astype(np.int64)
         if val.size and (val.min() < -n or val.max() >= n):
             raise IndexError(f'validation indices must lie in [-{n}, {n - 1}]')
         val = np.unique(val % n)
@@ -399,6 +527,11 @@ class ArraysData:
                    BatchLoader(x_t[val_rows], y_t[val_rows], 2 * bs))
 
 
+def _check_int(name, value, low=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f'{name} must be an integer of at least {low}, got {value!r}')
+
+
 class LanguageModelLoader:
     """Batches for a stateful language model: one long stream read in parallel columns.
 
@@ -412,6 +545,8 @@ class LanguageModelLoader:
     """
 
     def __init__(self, ids, bs, bptt, vary_bptt=False, seed=0):
+        _check_int('bs', bs)
+        _check_int('bptt', bptt)
         ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
         n = len(ids) // bs
         if n < 2:
@@ -454,10 +589,17 @@ class LanguageModelData:
 def _pick_device():
     wanted = os.environ.get('PRESIDENTIAL_DEVICE', '').strip().lower()
     if wanted:
-        if wanted.startswith('cuda') and not torch.cuda.is_available():
+        try:
+            dev = torch.device(wanted)
+        except RuntimeError as e:
+            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r} is not a device: use cpu, cuda or '
+                             f'cuda:N, or unset it') from e
+        if dev.type == 'cuda' and not torch.cuda.is_available():
             raise RuntimeError(f'PRESIDENTIAL_DEVICE={wanted} but CUDA is not available here; '
                                f'unset it or use PRESIDENTIAL_DEVICE=cpu')
-        return torch.device(wanted)
+        if dev.type not in ('cpu', 'cuda', 'mps'):
+            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r}: the notebooks run on cpu or cuda')
+        return dev
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
 
@@ -467,9 +609,11 @@ device = _pick_device()
 
 
 def progress_enabled():
-    """Progress bars are on unless ``PRESIDENTIAL_PROGRESS=0`` (set by ``make`` when it
-    executes notebooks, so that bars never reach stored or compared outputs)."""
-    return os.environ.get('PRESIDENTIAL_PROGRESS', '1') not in ('0', 'false', 'no', 'off')
+    """Progress bars are on unless ``PRESIDENTIAL_PROGRESS`` is 0, false, no or off (any case,
+    spaces ignored). ``make`` and the test configuration set it, so that bars never reach
+    stored or compared outputs."""
+    value = os.environ.get('PRESIDENTIAL_PROGRESS', '1').strip().lower()
+    return value not in ('0', 'false', 'no', 'off', 'n', 'f')
 
 
 def seed_everything(seed=42):
@@ -605,15 +749,15 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
     ``clip`` clips the gradients' global norm. A model with a ``reset()`` method (a stateful
     RNN) is reset before every training epoch and every evaluation.
     Batches are moved to the model's device. A progress bar per epoch goes to stderr and
-    is cleared when the epoch ends (off with ``PRESIDENTIAL_PROGRESS=0``). Pass the
+    is cleared when the epoch ends (off with ``PRESIDENTIAL_PROGRESS=0``, and never shown by
+    a quiet call, so a sweep of quiet fits opens no bars). A non-finite loss stops training
+    with ``FloatingPointError``; an interrupted epoch leaves no trace in ``history``. Pass the
     ``history`` of an earlier call to continue its epoch count; with ``continue_average``
     the moving average goes on from that history's instead of starting afresh (one long run
     cut into calls of one epoch, as the full run of notebook 03 does to save every epoch).
     ``amp_dtype`` (e.g. ``torch.bfloat16``) runs forward passes under ``torch.autocast``.
     Returns the :class:`History`.
     """
-    from tqdm.auto import tqdm
-
     history = History() if history is None else history
     dev = next(model.parameters()).device
     beta = 0.98
@@ -625,22 +769,14 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
         start = time.perf_counter()
         model.train()
         _reset_state(model)
-        for x, y in tqdm(data.train, desc=f'epoch {epoch}', leave=False,
-                         disable=not progress_enabled()):
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            with _autocast(dev, amp_dtype):
-                loss = loss_fn(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            if scheduler is not None:
-                scheduler.step()
-            value = loss.item()
-            n_batches += 1
-            avg = beta * avg + (1 - beta) * value
-            history.batch_loss.append(value)
+        done_before = len(history.batch_loss)
+        try:
+            avg, n_batches = _train_epoch(model, data.train, opt, loss_fn, history, scheduler, clip,
+                                          amp_dtype, dev, avg, n_batches, beta, epoch,
+                                          bar=verbose and progress_enabled())
+        except BaseException:           # Ctrl-C or an error: keep only completed epochs
+            del history.batch_loss[done_before:]
+            raise
         train_loss = avg / (1 - beta ** n_batches)
         history.average, history.n_averaged = avg, n_batches
         valid_loss = evaluate(model, data.valid, loss_fn, amp_dtype)
@@ -651,6 +787,33 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
         if verbose:
             print(f'{epoch:>5}  {train_loss:>10.5f}  {valid_loss:>10.5f}  {elapsed:>6.1f}s')
     return history
+
+
+def _train_epoch(model, loader, opt, loss_fn, history, scheduler, clip, amp_dtype, dev, avg,
+                 n_batches, beta, epoch, bar):
+    """One epoch of :func:`fit`; returns the moving average's new state."""
+    from tqdm.auto import tqdm
+
+    for i, (x, y) in enumerate(tqdm(loader, desc=f'epoch {epoch}', leave=False, disable=not bar)):
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        with _autocast(dev, amp_dtype):
+            loss = loss_fn(model(x), y)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f'The loss is {value} at epoch {epoch}, batch {i}: training diverged. '
+                f'Try a lower learning rate (or gradient clipping with clip=...).')
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+        n_batches += 1
+        avg = beta * avg + (1 - beta) * value
+        history.batch_loss.append(value)
+    return avg, n_batches
 
 
 def smooth(values, beta=0.98):
@@ -677,7 +840,7 @@ def plot_losses(histories, ax=None, ylabel='loss (nats per character)'):
         _, ax = plt.subplots(figsize=(8, 4.5))
     for i, (label, h) in enumerate(histories.items()):
         color = f'C{i}'
-        if h.batch_loss:
+        if h.batch_loss and h.epoch:
             per_epoch = len(h.batch_loss) / len(h.epoch)
             x = np.arange(1, len(h.batch_loss) + 1) / per_epoch
             ax.plot(x, smooth(h.batch_loss), '-', color=color, lw=1,
@@ -696,6 +859,12 @@ def plot_losses(histories, ax=None, ylabel='loss (nats per character)'):
 
 # ----------------------------------------------------------------------------- generation
 
+def _check_temperature(temperature):
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f'temperature must be a finite number above 0 (1 samples the model as it '
+                         f'is, below 1 is more conservative), got {temperature!r}')
+
+
 def get_next(model, vocab, text, generator=None, temperature=1.0):
     """Sample the character that follows ``text``; returns ``(char, probability)``.
 
@@ -703,6 +872,9 @@ def get_next(model, vocab, text, generator=None, temperature=1.0):
     shape (1, vocab) or, for models that predict at every position, (1, len, vocab); then
     the last position is used. ``temperature`` < 1 sharpens the distribution, > 1 flattens it.
     """
+    _check_temperature(temperature)
+    if not text:
+        raise ValueError('text is empty: give the model at least one character to read')
     model.eval()
     _reset_state(model)                # a stateful model reads ``text`` from a zero state
     dev = next(model.parameters()).device
@@ -719,6 +891,11 @@ def get_next(model, vocab, text, generator=None, temperature=1.0):
 def generate(model, vocab, prompt, n_chars=200, context=8, generator=None, temperature=1.0):
     """Extend ``prompt`` by ``n_chars`` sampled characters, showing the model the last
     ``context`` characters each time. Pass a seeded ``torch.Generator`` for a repeatable page."""
+    _check_int('context', context)
+    _check_int('n_chars', n_chars, low=0)
+    _check_temperature(temperature)
+    if not prompt:
+        raise ValueError('prompt is empty: give the model at least one character to start from')
     text = prompt
     vocab.encode(prompt)  # fail early, naming any unknown character
     for _ in range(n_chars):
@@ -750,6 +927,15 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
     All candidates of a step go through the model in one batched call, each carrying its own
     hidden state, so no prefix is read twice. Returns ``[(text, log_prob), ...]``, best first.
     """
+    if not prompt:
+        raise ValueError('prompt is empty: give the model at least one character to start from')
+    _check_int('steps', steps, low=0)
+    if beam_size is not None:
+        _check_int('beam_size', beam_size)
+    if n_candidates is not None and not (isinstance(n_candidates, (int, np.integer))
+                                         and 1 <= n_candidates <= len(vocab)):
+        raise ValueError(f'n_candidates must be an integer from 1 to the vocabulary size '
+                         f'({len(vocab)}), got {n_candidates!r}')
     model.eval()
     dev = next(model.parameters()).device
     with torch.inference_mode():
