@@ -14,6 +14,7 @@ import random
 import re
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -149,29 +150,58 @@ def _stream_to(session, url, fh, timeout, deadline, progress, referer=None):
     ``deadline`` is a ``time.monotonic()`` value after which the download is abandoned."""
     if time.monotonic() > deadline:
         raise CorpusDownloadError(f'No time is left for another try at {url}.')
-    from tqdm.auto import tqdm
 
     headers = {'Referer': referer} if referer else {}
     with session.get(url, stream=True, timeout=timeout, headers=headers) as r:
-        r.raise_for_status()
-        encoded = r.headers.get('Content-Encoding', 'identity').lower() not in ('', 'identity')
-        # Content-Length counts the bytes on the wire; with gzip transfer encoding those are
-        # not the bytes iter_content gives back, so only an unencoded body can be checked.
-        total = None if encoded else (int(r.headers.get('Content-Length') or 0) or None)
-        written = 0
-        with tqdm(total=total, unit='B', unit_scale=True, desc='corpus', leave=False,
-                  disable=not progress) as bar:
-            for chunk in r.iter_content(chunk_size=1 << 16):
-                fh.write(chunk)
-                written += len(chunk)
-                bar.update(len(chunk))
-                if time.monotonic() > deadline:
-                    raise CorpusDownloadError(
-                        f'The download from {url} passed its deadline with only {written:,} '
-                        f'bytes received.')
-        if total is not None and written != total:
-            raise CorpusDownloadError(
-                f'The download from {url} was cut off: {written:,} of {total:,} bytes arrived.')
+        # a server that trickles a byte now and then never trips the read timeout: close the
+        # response when the deadline passes, which ends the read below
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _abort, (r,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            return _write_body(r, url, fh, deadline, progress)
+        except Exception as e:
+            if time.monotonic() > deadline:
+                raise CorpusDownloadError(
+                    f'The download from {url} passed its deadline ({type(e).__name__}).') from e
+            raise
+        finally:
+            watchdog.cancel()
+
+
+def _abort(response):
+    """End a streaming response from another thread: shutting the socket down wakes a read
+    that is blocked on it (closing it alone does not)."""
+    import socket
+    try:    # urllib3's response -> http.client's -> its buffered socket reader -> the socket
+        response.raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
+    except (AttributeError, OSError):
+        pass
+    response.close()
+
+
+def _write_body(r, url, fh, deadline, progress):
+    """The body of the response ``r`` into ``fh``, checked against its Content-Length."""
+    from tqdm.auto import tqdm
+
+    r.raise_for_status()
+    encoded = r.headers.get('Content-Encoding', 'identity').lower() not in ('', 'identity')
+    # Content-Length counts the bytes on the wire; with gzip transfer encoding those are not
+    # the bytes iter_content gives back, so only an unencoded body can be checked.
+    total = None if encoded else (int(r.headers.get('Content-Length') or 0) or None)
+    written = 0
+    with tqdm(total=total, unit='B', unit_scale=True, desc='corpus', leave=False,
+              disable=not progress) as bar:
+        for chunk in r.iter_content(chunk_size=1 << 16):
+            fh.write(chunk)
+            written += len(chunk)
+            bar.update(len(chunk))
+            if time.monotonic() > deadline:
+                raise CorpusDownloadError(
+                    f'The download from {url} passed its deadline with {written:,} bytes received.')
+    if total is not None and written != total:
+        raise CorpusDownloadError(
+            f'The download from {url} was cut off: {written:,} of {total:,} bytes arrived.')
     return written
 
 

