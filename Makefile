@@ -11,7 +11,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 # notebooks executed by make never show progress bars (they would land in the outputs)
 export PRESIDENTIAL_PROGRESS := 0
 
-.PHONY: setup run test unit refresh bench images clean
+.PHONY: setup run offline test unit refresh bench images clean full-lstm full-gru full-tiny
 
 setup: $(STAMP)
 
@@ -21,13 +21,30 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install -q "$(TORCH)" -r requirements.txt
 	touch $(STAMP)
 
-# Execute every notebook, in order, into build/ (.ipynb and .html); the committed ones stay untouched.
+# Execute every notebook, in order, into $(BUILD) (.ipynb and .html); the committed ones stay untouched.
+BUILD ?= build
 run: $(STAMP)
-	mkdir -p build
+	mkdir -p $(BUILD)
 	for nb in $(NOTEBOOKS); do \
-	  $(PY) -m jupyter nbconvert --to notebook --execute --output-dir build "$$nb" || exit 1; \
-	  $(PY) -m jupyter nbconvert --to html --output-dir build "build/$$(basename $$nb)" || exit 1; \
+	  $(PY) -m jupyter nbconvert --to notebook --execute --output-dir $(BUILD) "$$nb" || exit 1; \
+	  $(PY) -m jupyter nbconvert --to html --output-dir $(BUILD) "$(BUILD)/$$(basename $$nb)" || exit 1; \
 	done
+
+# The same on the offline fallback, as a reader without a network gets it: an empty data
+# folder and a corpus address where nothing answers (port 9 on this machine), into build/offline.
+offline: $(STAMP)
+	data=$$(mktemp -d) && \
+	PRESIDENTIAL_CORPUS_URL=http://127.0.0.1:9/presidential_speeches.zip PRESIDENTIAL_DATA_DIR=$$data \
+	  $(MAKE) run BUILD=build/offline; status=$$?; rm -rf $$data; exit $$status
+
+# The original's 3 x 512 LSTM (and the GRU) of notebook 03, 31 epochs, resumable: see README.
+full-lstm: $(STAMP)
+	$(PY) train_full.py lstm
+full-gru: $(STAMP)
+	$(PY) train_full.py gru
+# The same code path at a tiny size (CI runs it).
+full-tiny: $(STAMP)
+	$(PY) train_full.py lstm --tiny && $(PY) train_full.py gru --tiny
 
 # Unit tests, then every notebook under nbval.
 test: $(STAMP)

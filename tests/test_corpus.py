@@ -154,6 +154,7 @@ def test_preprocess_keeps_seed_quirks(tmp_path):
     f.write_text('t\nd\nHe said <a> yes <b> no.\nabc\n<APPLAUSE>\n')
     # greedy '<.*>' also eats " yes "; a line that is only a tag disappears
     assert utils.preprocess_speech(f) == 'He said no. abc'
+    assert utils.preprocess_speech(f, greedy_tags=False) == 'He said yes no. abc'
 
 
 # --- load_speeches ---------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The committed notebooks are read on the web: they must carry a full run's outputs, and no
 progress bar may have landed in them."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -25,4 +26,15 @@ def test_stored_outputs_are_a_clean_full_run(path):
 
 
 def test_the_series_is_complete():
-    assert [p.name[:3] for p in NOTEBOOKS] == ['01_', '02_', '03_', '04_']
+    # every notebook is numbered in order, opens with a title and closes by timing itself, and
+    # the README's table lists exactly the notebooks there are
+    assert [p.name[:3] for p in NOTEBOOKS] == [f'{i:02}_' for i in range(1, len(NOTEBOOKS) + 1)]
+    assert len(NOTEBOOKS) >= 4
+    readme = (NOTEBOOKS[0].parents[1] / 'README.md').read_text()
+    listed = sorted(set(re.findall(r'`notebooks/(\d\d_\w+\.ipynb)`', readme)))
+    assert listed == [p.name for p in NOTEBOOKS]
+    for path in NOTEBOOKS:
+        cells = json.loads(path.read_text())['cells']
+        assert cells[0]['cell_type'] == 'markdown' and ''.join(cells[0]['source']).startswith('# ')
+        code = [''.join(c['source']) for c in cells if c['cell_type'] == 'code']
+        assert any('whole notebook' in c for c in code[-3:]), path.name

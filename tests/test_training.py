@@ -134,19 +134,32 @@ def test_fit_lowers_loss_and_reports(capsys):
     assert len(lines) == 1 + 3 + 1        # no second header when a history continues
 
 
-def test_train_loss_is_debiased_moving_average(capsys):
-    class Const(nn.Module):          # loss = parameter, so every batch loss is known
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.tensor(2.0))
+class Echo(nn.Module):
+    """Outputs its input's first column, so the loss of every batch is known in advance."""
+    def __init__(self):
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(()))
 
-        def forward(self, x):
-            return self.w.expand(len(x))
+    def forward(self, x):
+        return x[:, 0].float() + 0 * self.p
 
-    md = tiny_data()
-    h = utils.fit(Const(), md, 1, torch.optim.SGD(Const().parameters(), 0.0),
-                  lambda out, y: out.mean())
-    assert h.train_loss == [pytest.approx(2.0)] and h.valid_loss == [pytest.approx(2.0)]
+
+def test_train_loss_is_debiased_moving_average():
+    xs = np.arange(200).reshape(200, 1)                         # batch losses rise: 0.5, 2.5, ...
+    loader = utils.BatchLoader(torch.tensor(xs), torch.zeros(200), bs=2)
+    data = utils.ArraysData(loader, loader)
+    model = Echo()
+    h = utils.fit(model, data, 1, torch.optim.SGD(model.parameters(), 0.0),
+                  lambda out, y: out.mean(), verbose=False)
+    batch = [float(np.mean(xs[i:i + 2])) for i in range(0, 200, 2)]
+    assert h.batch_loss == pytest.approx(batch)
+    avg = 0.0
+    for v in batch:                                             # the definition, by hand
+        avg = 0.98 * avg + 0.02 * v
+    expected = avg / (1 - 0.98 ** len(batch))
+    assert h.train_loss == [pytest.approx(expected)]
+    assert abs(expected - np.mean(batch)) > 10                  # a plain mean would fail this
+    assert abs(expected - batch[-1]) > 10                       # and so would the last batch
 
 
 def test_valid_loss_weights_by_batch_size():
@@ -197,8 +210,13 @@ def test_plot_losses_draws_each_history():
 
 
 def test_smooth_matches_fit_train_loss():
-    assert utils.smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])   # debiased
-    assert utils.smooth([0.0, 1.0], beta=0.5) == pytest.approx([0.0, 2 / 3])
+    assert utils.smooth([0.0, 1.0], beta=0.5) == pytest.approx([0.0, 2 / 3])   # by hand, debiased
+    model = Tiny()
+    h = utils.fit(model, tiny_data(), 2, torch.optim.Adam(model.parameters(), 1e-2), F.nll_loss,
+                  verbose=False)
+    smoothed = utils.smooth(h.batch_loss)       # one average over both epochs of this call
+    per_epoch = len(h.batch_loss) // 2
+    assert h.train_loss == pytest.approx([smoothed[per_epoch - 1], smoothed[-1]])
 
 
 # --- generation ------------------------------------------------------------------------
