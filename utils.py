@@ -25,7 +25,7 @@ import torch
 
 # ----------------------------------------------------------------------------- corpus
 
-#: The seed's download address of Brown, D. W. (2016) "Corpus of Presidential Speeches",
+#: The original's download address of Brown, D. W. (2016) "Corpus of Presidential Speeches",
 #: The Grammar Lab. ``PRESIDENTIAL_CORPUS_URL`` overrides it (CI points it at 127.0.0.1).
 DEFAULT_CORPUS_URL = 'http://www.thegrammarlab.com/?wpdmpro=corpus-of-presidential-speeches&wpdmdl=595'
 CORPUS_URL = os.environ.get('PRESIDENTIAL_CORPUS_URL', '').strip() or DEFAULT_CORPUS_URL
@@ -326,7 +326,7 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline):
 def preprocess_speech(path, greedy_tags=True):
     """One speech file of the corpus as a single line of clean text.
 
-    The rules the seed used (its helper was not shown), quirks included: skip the two
+    The rules the original used (its helper was not shown), quirks included: skip the two
     header lines (``<title=...>``, ``<date=...>``); on each line remove ``<...>`` greedily
     (stage directions such as ``<APPLAUSE>``, and everything between the first ``<`` and
     the last ``>``), turn HTML entities ``&...;`` into a space, turn runs of dashes and
@@ -398,7 +398,7 @@ def _sotu_speeches(president):
 def load_speeches(president='obama', data_dir=None, url=None):
     """The preprocessed speeches of one president, joined by single spaces.
 
-    Files are read in sorted name order (the seed's unsorted glob followed the file
+    Files are read in sorted name order (the original's unsorted glob followed the file
     system). Sources, in order: the corpus already under ``data_dir``; a download of
     ``url`` (default :data:`CORPUS_URL`) into ``data_dir``; if that fails, the State of
     the Union addresses of the same president shipped in the ``sotu`` package, which is
@@ -482,7 +482,7 @@ class CharVocab:
 
 def last_rows(n_rows, n):
     """Row positions of the last ``n`` of ``n_rows`` rows: the honest way to ask for a
-    validation set at the end. (The seed's ``[-100_000]`` is a list of *one* row.)"""
+    validation set at the end. (The original's ``[-100_000]`` is a list of *one* row.)"""
     if not 0 < n < n_rows:
         raise ValueError(f'n must be between 1 and {n_rows - 1}, got {n}')
     return np.arange(n_rows - n, n_rows)

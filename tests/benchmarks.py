@@ -1,8 +1,8 @@
 """`make bench`: speed figures measured side by side in one run (ratios, not wall-clock limits).
 
-1. ``fit`` against a bare PyTorch loop over the same pre-built batches (the seed's FCModel,
+1. ``fit`` against a bare PyTorch loop over the same pre-built batches (the original's FCModel,
    full corpus, CPU): throughput ratio, goal >= 0.95.
-2. 8-character windows: the seed's list comprehension + ``np.stack`` against numpy's
+2. 8-character windows: the original's list comprehension + ``np.stack`` against numpy's
    ``sliding_window_view``: speed ratio (goal >= 50x) and peak memory (goal <= 1/10).
 3. Beam search: batched, each candidate carrying its hidden state, against the original's
    form that re-reads every candidate's text: identical beams, speed ratio (goal >= 20x).
@@ -80,7 +80,7 @@ def bench_fit(idxs, vocab_size, n_batches=600, rounds=3):
     return ratio >= 0.95
 
 
-def seed_windows(idxs, cs=8):
+def original_windows(idxs, cs=8):
     c_in = [[idxs[i + j] for i in range(cs)] for j in range(len(idxs) - cs - 1)]
     c_out = [idxs[j + cs] for j in range(len(idxs) - cs - 1)]
     return np.stack(c_in, axis=0), np.stack(c_out)
@@ -88,7 +88,7 @@ def seed_windows(idxs, cs=8):
 
 def our_windows(idxs, cs=8):
     # a read-only view with a second stride: no copy at all. ArraysData.from_arrays later
-    # makes one int64 tensor of it, as it does of the seed's array, so that cost is shared.
+    # makes one int64 tensor of it, as it does of the original's array, so that cost is shared.
     xs = np.lib.stride_tricks.sliding_window_view(idxs[:-1], cs)[:-1]
     return xs, idxs[cs:-1]
 
@@ -104,12 +104,12 @@ def measure(fn, *args):
 
 
 def bench_windows(idxs):
-    idx_list = idxs.tolist()                      # the seed indexed a Python list
-    (xs_a, y_a), t_seed, m_seed = measure(seed_windows, idx_list)
+    idx_list = idxs.tolist()                      # the original indexed a Python list
+    (xs_a, y_a), t_orig, m_orig = measure(original_windows, idx_list)
     (xs_b, y_b), t_ours, m_ours = measure(our_windows, idxs)
     assert np.array_equal(xs_a, xs_b) and np.array_equal(y_a, y_b), 'windows differ'
-    speed, mem = t_seed / t_ours, m_ours / m_seed
-    print(f'8-char windows, {xs_a.shape}: seed {t_seed:.2f} s, peak {m_seed / 2**20:.0f} MiB; '
+    speed, mem = t_orig / t_ours, m_ours / m_orig
+    print(f'8-char windows, {xs_a.shape}: original {t_orig:.2f} s, peak {m_orig / 2**20:.0f} MiB; '
           f'ours (a view) {t_ours * 1e3:.2f} ms, peak {m_ours / 2**20:.1f} MiB; '
           f'{speed:,.0f}x faster (goal >= 50), {mem:.4f} of the memory (goal <= 0.1)')
     return speed >= 50 and mem <= 0.1

@@ -8,7 +8,7 @@ import utils
 from conftest import SPEECH, corpus_zip, make_zip
 
 SHARED_ZIP = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'presidential_speeches.zip'
-SEED_VOCAB = ' !"$\',-./0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWYZabcdefghijklmnopqrstuvwxyz'
+ORIGINAL_VOCAB = ' !"$\',-./0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWYZabcdefghijklmnopqrstuvwxyz'
 
 
 def leftovers(dest):
@@ -141,7 +141,7 @@ def test_preprocess_rules(tmp_path):
 
 
 def test_preprocess_dash_rule_also_eats_space_runs(tmp_path):
-    # The seed's class [-+\s*-*] holds whitespace, so three spaces in a row (or an entity
+    # The original's class [-+\s*-*] holds whitespace, so three spaces in a row (or an entity
     # between spaces, or trailing spaces before the strip) become " - ". The corpus
     # figure (1,027,486 characters) depends on this quirk, so we keep it.
     f = tmp_path / 's.txt'
@@ -149,7 +149,7 @@ def test_preprocess_dash_rule_also_eats_space_runs(tmp_path):
     assert utils.preprocess_speech(f) == 'Fish - chips. Wide - gap. -'
 
 
-def test_preprocess_keeps_seed_quirks(tmp_path):
+def test_preprocess_keeps_original_quirks(tmp_path):
     f = tmp_path / 's.txt'
     f.write_text('t\nd\nHe said <a> yes <b> no.\nabc\n<APPLAUSE>\n')
     # greedy '<.*>' also eats " yes "; a line that is only a tag disappears
@@ -206,7 +206,7 @@ def test_real_corpus_figure(tmp_path):
         zf.extractall(tmp_path, [n for n in zf.namelist() if '/obama/' in n])
     text = utils.load_speeches('obama', tmp_path, url='http://127.0.0.1:9/unused')
     assert len(text) == 1_027_486
-    assert ''.join(sorted(set(text))) == SEED_VOCAB
+    assert ''.join(sorted(set(text))) == ORIGINAL_VOCAB
     assert text.n_speeches == 48
 
 

@@ -44,7 +44,7 @@ def rows(n=20, k=3):
 def test_from_arrays_negative_index_is_one_row():
     xs, y = rows()
     md = utils.ArraysData.from_arrays([-5], xs, y, bs=4, seed=0)
-    assert [int(t) for _, ys in md.valid for t in ys] == [15]   # what the seed's [-100_000] meant
+    assert [int(t) for _, ys in md.valid for t in ys] == [15]   # what the original's [-100_000] meant
     assert len(md.train.x) == 19
 
 
