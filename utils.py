@@ -4,7 +4,8 @@ Only what several notebooks use lives here: getting and cleaning the corpus, the
 character vocabulary, batching, the training loop and text generation. The models
 themselves live in the notebook that teaches them.
 
-Sections: corpus, characters, batching, training, generation.
+Sections: corpus, characters, batching, training (with checkpoints and the original's
+learning-rate schedule), generation, search.
 """
 from __future__ import annotations
 
@@ -995,22 +996,3 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
                 logp, h = model.run(chars[:, None], _take(h, parents))
                 last = logp[:, -1].float()
     return list(zip(texts, scores.tolist()))
-
-
-def beam_search_by_rereading(model, vocab, prompt, steps, beam_size):
-    """The same search in the original's form: every candidate is scored by feeding its
-    whole text to the model from a zero state, one candidate at a time. Slow; kept to check
-    :func:`beam_search` against and to measure how much faster that is."""
-    model.eval()
-    dev = next(model.parameters()).device
-    beams = [(prompt, 0.0)]
-    with torch.inference_mode():
-        for _ in range(steps):
-            cands = []
-            for text, score in beams:
-                x = torch.from_numpy(vocab.encode(text)).unsqueeze(0).to(dev)
-                last = model.run(x, None)[0][0, -1].float().cpu()
-                cands += [(text + vocab.itos[c], score + float(last[c])) for c in range(len(vocab))]
-            cands.sort(key=lambda tc: -tc[1])
-            beams = cands[:beam_size]
-    return beams

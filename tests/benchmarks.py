@@ -26,6 +26,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import utils  # noqa: E402
+from search_reference import beam_search_by_rereading  # noqa: E402
 
 
 class FCModel(nn.Module):
@@ -138,7 +139,7 @@ def bench_beam_search(vocab, steps=400, beam_size=5, rounds=2):
         fast = utils.beam_search(model, vocab, prompt, steps, beam_size)
         times['batched'].append(time.perf_counter() - start)
         start = time.perf_counter()
-        slow = utils.beam_search_by_rereading(model, vocab, prompt, steps, beam_size)
+        slow = beam_search_by_rereading(model, vocab, prompt, steps, beam_size)
         times['rereading'].append(time.perf_counter() - start)
     assert [t for t, _ in fast] == [t for t, _ in slow], 'beams differ'
     fast_t, slow_t = statistics.median(times['batched']), statistics.median(times['rereading'])

@@ -313,3 +313,15 @@ def test_a_bad_device_variable_is_named():
     out = subprocess.run([sys.executable, '-c', 'import utils'], env=env, cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode != 0 and "PRESIDENTIAL_DEVICE='nonsense' is not a device" in out.stderr
+
+
+def test_a_server_that_never_answers_is_given_up_on(server, tmp_path, capsys):
+    def silent(handler):
+        time.sleep(6)                     # accepts the connection, sends nothing
+
+    server.routes['/silent.zip'] = silent
+    start = time.monotonic()
+    with pytest.raises(utils.CorpusDownloadError, match='Could not download.*Timeout'):
+        utils.get_data(server.url('/silent.zip'), tmp_path, timeout=(1, 1), retries=1)
+    assert time.monotonic() - start < 5                     # two tries of one second, not minutes
+    assert capsys.readouterr().out.startswith('Downloading the corpus from')   # said while waiting
