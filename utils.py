@@ -235,9 +235,9 @@ def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='a
     next one; an incomplete corpus folder found in place is moved aside, not deleted.
 
     ``timeout`` is (connect, read) per request in seconds; ``deadline`` (seconds) bounds the
-    whole download, all tries together. Connection failures and truncated bodies are retried ``retries`` times; HTTP
-    errors are not. Every failure raises :class:`CorpusDownloadError` naming the URL and what
-    to do. Returns the corpus folder.
+    whole download, all tries together. Connection failures and truncated bodies are retried
+    ``retries`` times; HTTP errors are not. Every failure raises :class:`CorpusDownloadError`
+    naming the URL and what to do. Returns the corpus folder.
     """
     from filelock import FileLock, Timeout
 
@@ -258,8 +258,9 @@ def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='a
                 _move_aside(target, dest, 'is a file, not the corpus folder')
             elif target.is_dir() and any(target.iterdir()):
                 short = _short_folders(target)
-                _move_aside(target, dest, f'is incomplete (too few speeches in: {", ".join(short[:5])}'
-                                          f'{" ..." if len(short) > 5 else ""})')
+                why = (f'too few speeches in: {", ".join(short[:5])}{" ..." if len(short) > 5 else ""}'
+                       if short else 'no president folders')
+                _move_aside(target, dest, f'is incomplete ({why})')
             elif target.is_dir():
                 target.rmdir()                # an empty folder left by hand
             return _download_and_unpack(url, dest, timeout, retries, page, deadline)
