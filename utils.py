@@ -9,6 +9,7 @@ learning-rate schedule), generation, search.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -149,9 +150,6 @@ def _check_zip_entries(zf, url, dest):
 def _stream_to(session, url, fh, timeout, deadline, progress, referer=None):
     """Write the body of ``url`` to the open file ``fh``; return the number of bytes.
     ``deadline`` is a ``time.monotonic()`` value after which the download is abandoned."""
-    if time.monotonic() > deadline:
-        raise CorpusDownloadError(f'No time is left for another try at {url}.')
-
     headers = {'Referer': referer} if referer else {}
     with session.get(url, stream=True, timeout=timeout, headers=headers) as r:
         # a server that trickles a byte now and then never trips the read timeout: close the
@@ -160,7 +158,7 @@ def _stream_to(session, url, fh, timeout, deadline, progress, referer=None):
         watchdog.daemon = True
         watchdog.start()
         try:
-            return _write_body(r, url, fh, deadline, progress)
+            return _write_body(r, url, fh, progress)
         except Exception as e:
             if time.monotonic() > deadline:
                 raise CorpusDownloadError(
@@ -181,7 +179,7 @@ def _abort(response):
     response.close()
 
 
-def _write_body(r, url, fh, deadline, progress):
+def _write_body(r, url, fh, progress):
     """The body of the response ``r`` into ``fh``, checked against its Content-Length."""
     from tqdm.auto import tqdm
 
@@ -197,9 +195,6 @@ def _write_body(r, url, fh, deadline, progress):
             fh.write(chunk)
             written += len(chunk)
             bar.update(len(chunk))
-            if time.monotonic() > deadline:
-                raise CorpusDownloadError(
-                    f'The download from {url} passed its deadline with {written:,} bytes received.')
     if total is not None and written != total:
         raise CorpusDownloadError(
             f'The download from {url} was cut off: {written:,} of {total:,} bytes arrived.')
@@ -420,7 +415,7 @@ def load_speeches(president='obama', data_dir=None, url=None):
         get_data(url, data_dir)
     except (CorpusDownloadError, OSError) as e:     # OSError: e.g. a read-only data folder
         cause = e.__cause__ if isinstance(e, CorpusDownloadError) else e
-        reason = f'no corpus from {url}: ' + (f'{type(cause).__name__}' if cause else str(e).split('. ')[0])
+        reason = f'no corpus from {url}: ' + (type(cause).__name__ if cause else str(e).split('. ')[0])
     else:
         files = sorted((folder / president).glob('*.txt'))
         if not files:
@@ -528,8 +523,8 @@ class ArraysData:
 
         ``xs``: (N, k) integer array of inputs; ``y``: (N,) or (N, k) targets (integers
         become int64, floats float32). ``val_idxs``: integer row positions of the validation
-        rows (negative ones count from the end, as in numpy) or a boolean mask of ``N`` rows. Use :func:`last_rows` for "the
-        last n rows". ``seed`` seeds the shuffling; by default it is drawn from torch's
+        rows (negative ones count from the end, as in numpy) or a boolean mask of ``N`` rows.
+        Use :func:`last_rows` for "the last n rows". ``seed`` seeds the shuffling; by default it is drawn from torch's
         global generator, so :func:`seed_everything` makes it reproducible.
         """
         xs, y = np.asarray(xs), np.asarray(y)
@@ -741,7 +736,6 @@ def _reset_state(model):
 
 def _autocast(dev, amp_dtype):
     """A context that runs the forward pass in ``amp_dtype`` (e.g. ``torch.bfloat16``), or nothing."""
-    import contextlib
     if amp_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=dev.type, dtype=amp_dtype)
@@ -792,6 +786,8 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
     ``amp_dtype`` (e.g. ``torch.bfloat16``) runs forward passes under ``torch.autocast``.
     Returns the :class:`History`.
     """
+    from tqdm.auto import tqdm
+
     history = History() if history is None else history
     dev = next(model.parameters()).device
     beta = 0.98
@@ -805,9 +801,26 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
         _reset_state(model)
         done_before = len(history.batch_loss)
         try:
-            avg, n_batches = _train_epoch(model, data.train, opt, loss_fn, history, scheduler, clip,
-                                          amp_dtype, dev, avg, n_batches, beta, epoch,
-                                          bar=verbose and progress_enabled())
+            for i, (x, y) in enumerate(tqdm(data.train, desc=f'epoch {epoch}', leave=False,
+                                            disable=not (verbose and progress_enabled()))):
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                with _autocast(dev, amp_dtype):
+                    loss = loss_fn(model(x), y)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise FloatingPointError(
+                        f'The loss is {value} at epoch {epoch}, batch {i}: training diverged. '
+                        f'Try a lower learning rate (or gradient clipping with clip=...).')
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+                opt.step()
+                if scheduler is not None:
+                    scheduler.step()
+                n_batches += 1
+                avg = beta * avg + (1 - beta) * value
+                history.batch_loss.append(value)
         except BaseException:           # Ctrl-C or an error: keep only completed epochs
             del history.batch_loss[done_before:]
             raise
@@ -821,33 +834,6 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
         if verbose:
             print(f'{epoch:>5}  {train_loss:>10.5f}  {valid_loss:>10.5f}  {elapsed:>6.1f}s')
     return history
-
-
-def _train_epoch(model, loader, opt, loss_fn, history, scheduler, clip, amp_dtype, dev, avg,
-                 n_batches, beta, epoch, bar):
-    """One epoch of :func:`fit`; returns the moving average's new state."""
-    from tqdm.auto import tqdm
-
-    for i, (x, y) in enumerate(tqdm(loader, desc=f'epoch {epoch}', leave=False, disable=not bar)):
-        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-        with _autocast(dev, amp_dtype):
-            loss = loss_fn(model(x), y)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(
-                f'The loss is {value} at epoch {epoch}, batch {i}: training diverged. '
-                f'Try a lower learning rate (or gradient clipping with clip=...).')
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
-        if scheduler is not None:
-            scheduler.step()
-        n_batches += 1
-        avg = beta * avg + (1 - beta) * value
-        history.batch_loss.append(value)
-    return avg, n_batches
 
 
 def smooth(values, beta=0.98):
