@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from utils import (DATA_DIR, CharVocab, History, LanguageModelData, LanguageModelLoader,  # noqa: E402
                    device, evaluate,
                    fit, load_checkpoint, load_speeches, original_sgdr_schedule, save_checkpoint,
-                   seed_everything)
+                   seed_everything, seq_nll)
 
 #: The original's configuration (part 2, section 4).
 ORIGINAL_CONFIG = dict(n_fac=42, n_hidden=512, n_layers=3, dropout=0.5, bs=64, bptt=72,
@@ -96,11 +96,6 @@ class CharGRU(CharSeqStatefulRNN):
 
 
 CELLS = {'lstm': CharLSTM, 'gru': CharGRU}
-
-
-def seq_nll(log_probs, targets):
-    """Mean negative log-likelihood over every position of every sequence."""
-    return F.nll_loss(log_probs.transpose(1, 2), targets)
 
 
 def build_model(cell, vocab_size, config):

@@ -1,11 +1,12 @@
 """Shared helpers for the "Talk like the President" notebooks.
 
 Only what several notebooks use lives here: getting and cleaning the corpus, the
-character vocabulary, batching, the training loop and text generation. The models
-themselves live in the notebook that teaches them.
+character vocabulary and its baseline loss, batching, the training loop and text generation.
+The models live in the notebook that teaches them; the one model a later notebook reuses
+(notebook 02's calculator with a tanh, in notebook 04) is kept in its own section here.
 
 Sections: corpus, characters, batching, training (with checkpoints and the original's
-learning-rate schedule), generation, search.
+learning-rate schedule), generation, search, shared models.
 """
 from __future__ import annotations
 
@@ -475,6 +476,15 @@ class CharVocab:
         return ''.join(self.itos[int(i)] for i in ids)
 
 
+def unigram_loss(ids):
+    """The baseline a language model must beat: the loss, in nats per character, of predicting
+    every character by its frequency in ``ids`` (the entropy of that distribution). A model that
+    has learned nothing about order scores this; ln(vocabulary size) is the uniform guess."""
+    counts = np.bincount(np.asarray(ids).ravel())
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
 # ----------------------------------------------------------------------------- batching
 
 def last_rows(n_rows, n):
@@ -499,6 +509,12 @@ class BatchLoader:
     def __len__(self):
         return math.ceil(len(self.x) / self.bs)
 
+    def reseed(self, seed):
+        """Restart the shuffling from ``seed``: trainings that each reseed alike see the same
+        batches in the same order (otherwise a second training continues the first's sequence)."""
+        self.generator.manual_seed(seed)
+        return self
+
     def __iter__(self):
         n = len(self.x)
         if self.shuffle:
@@ -516,6 +532,12 @@ class ArraysData:
     """A train loader (shuffled, batch ``bs``) and a valid loader (ordered, batch ``2*bs``)."""
     train: BatchLoader
     valid: BatchLoader
+
+    def reseed(self, seed):
+        """Restart the train loader's shuffling from ``seed`` (see :meth:`BatchLoader.reseed`);
+        use it to give several models the same batches. Returns ``self``."""
+        self.train.reseed(seed)
+        return self
 
     @classmethod
     def from_arrays(cls, val_idxs, xs, y, bs=64, seed=None):
@@ -728,6 +750,13 @@ class History:
     n_averaged: int = 0
 
 
+def seq_nll(log_probs, targets):
+    """Mean negative log-likelihood over every position of every sequence: ``log_probs`` is
+    (batch, seq_len, vocab), ``targets`` (batch, seq_len). ``F.nll_loss`` wants the classes in
+    dimension 1, hence the transpose."""
+    return torch.nn.functional.nll_loss(log_probs.transpose(1, 2), targets)
+
+
 def _reset_state(model):
     # stateful models (notebook 03) start every pass over the data from a zero state
     if hasattr(model, 'reset'):
@@ -937,13 +966,17 @@ def _take(h, idx):
     return h[:, idx]
 
 
-def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, generator=None):
+def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, generator=None,
+                prune_every=1):
     """Extend ``prompt`` by ``steps`` characters, keeping the ``beam_size`` most probable texts.
 
     At every step each kept text is extended by every character (or, with ``n_candidates``,
     by that many characters sampled without replacement from the model's distribution: the
     original's "stochastic beam search"), and the ``beam_size`` extensions with the highest
     summed log-probability are kept; ``beam_size=None`` keeps all (breadth-first search).
+    ``prune_every=k`` keeps every extension for k steps before choosing the ``beam_size`` best
+    (a text that starts unlikely can then survive if what follows makes up for it); the
+    last step always chooses.
     All candidates of a step go through the model in one batched call, each carrying its own
     hidden state, so no prefix is read twice. Returns ``[(text, log_prob), ...]``, best first.
     """
@@ -956,6 +989,7 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
                                          and 1 <= n_candidates <= len(vocab)):
         raise ValueError(f'n_candidates must be an integer from 1 to the vocabulary size '
                          f'({len(vocab)}), got {n_candidates!r}')
+    _check_int('prune_every', prune_every)
     model.eval()
     dev = next(model.parameters()).device
     with torch.inference_mode():
@@ -972,8 +1006,9 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
                 mask = torch.full_like(cand, float('-inf')).scatter_(1, picked, 0.0)
                 cand = cand + mask
             flat = cand.flatten()
-            k = int(torch.isfinite(flat).sum()) if beam_size is None else \
-                min(beam_size, int(torch.isfinite(flat).sum()))
+            n_finite = int(torch.isfinite(flat).sum())
+            prune = beam_size is not None and ((step + 1) % prune_every == 0 or step == steps - 1)
+            k = min(beam_size, n_finite) if prune else n_finite
             scores, order = flat.topk(k)
             parents = torch.div(order, len(vocab), rounding_mode='floor')
             chars = order % len(vocab)
@@ -983,3 +1018,25 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
                 logp, h = model.run(chars[:, None], _take(h, parents))
                 last = logp[:, -1].float()
     return list(zip(texts, scores.tolist()))
+
+
+# ----------------------------------------------------------------------------- shared models
+
+class CalculatorWithNonlinearities(torch.nn.Module):
+    """Notebook 02's second calculator, reused by notebook 04: each character of a sum such as
+    ``'3+4'`` is embedded in ``n_fac`` numbers, lifted to the hidden size by ``l_in``, and the
+    hidden state goes through tanh at every step; one number comes out.
+    (batch, n_chars) indices -> (batch, 1)."""
+
+    def __init__(self, vocab_size, n_fac, n_hidden):
+        super().__init__()
+        self.e = torch.nn.Embedding(vocab_size, n_fac)
+        self.l_in = torch.nn.Linear(n_fac, n_hidden)        # needed now that n_fac != n_hidden
+        self.l_hidden = torch.nn.Linear(n_hidden, n_hidden)
+        self.l_out = torch.nn.Linear(n_hidden, 1)
+
+    def forward(self, x):                                   # x: (batch, 3)
+        h = torch.zeros(len(x), self.l_hidden.in_features, device=x.device)
+        for c in x.unbind(1):
+            h = torch.tanh(self.l_hidden(h + self.l_in(self.e(c))))
+        return self.l_out(h)

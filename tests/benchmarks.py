@@ -116,22 +116,10 @@ def bench_windows(idxs):
     return speed >= 50 and mem <= 0.1
 
 
-class CharLSTM(nn.Module):
-    """Notebook 03's LSTM (CPU size), untrained: speed does not depend on the weights."""
-    def __init__(self, vocab_size, n_fac=42, n_hidden=256):
-        super().__init__()
-        self.e = nn.Embedding(vocab_size, n_fac)
-        self.rnn = nn.LSTM(n_fac, n_hidden, batch_first=True)
-        self.l_out = nn.Linear(n_hidden, vocab_size)
-
-    def run(self, x, h):
-        output, h = self.rnn(self.e(x), h)
-        return F.log_softmax(self.l_out(output), dim=-1), h
-
-
 def bench_beam_search(vocab, steps=400, beam_size=5, rounds=2):
+    import train_full
     torch.manual_seed(0)
-    model = CharLSTM(len(vocab))
+    model = train_full.CharLSTM(len(vocab), 42, 256, 1, 0.0).eval()   # notebook 03's CPU size, untrained
     prompt = 'The meaning of life is '
     times = {'batched': [], 'rereading': []}
     for _ in range(rounds):
@@ -151,7 +139,6 @@ def bench_beam_search(vocab, steps=400, beam_size=5, rounds=2):
 
 
 def _lstm_batches(model, batches, amp):
-    import train_full
     opt = torch.optim.Adam(model.parameters(), 1e-2, weight_decay=1e-5)
     model.train()
     model.reset()
@@ -159,7 +146,7 @@ def _lstm_batches(model, batches, amp):
     for x, y in batches:
         start = time.perf_counter()
         with utils._autocast(x.device, amp):
-            loss = train_full.seq_nll(model(x), y)
+            loss = utils.seq_nll(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -61,7 +61,7 @@ def test_shipped_checkpoint_loads_weights_only_and_reproduces_its_loss(tmp_path)
     fresh = train_full.build_model('lstm', 12, CONFIG)
     fresh.load_state_dict({k: v.float() for k, v in ck['model'].items()})
     loss = utils.evaluate(fresh, utils.LanguageModelLoader(valid_ids, CONFIG['bs'], CONFIG['bptt']),
-                          train_full.seq_nll)
+                          utils.seq_nll)
     assert loss == pytest.approx(recorded, abs=1e-6) and ck['valid_loss_shipped_weights'] == recorded
     assert abs(recorded - history.valid_loss[-1]) < 0.01     # fp16 rounding costs next to nothing
 

@@ -41,3 +41,49 @@ def test_pyflakes_is_clean(path):
 def test_the_linter_finds_what_it_should():
     assert 'imported but unused' in flakes('import os\n', 'x.py')
     assert "undefined name 'nope'" in flakes('print(nope)\n', 'x.py')
+
+
+def hidden_inputs(code):
+    """Functions of ``code`` (a notebook's cells as one module) that read a module-level name
+    they were not given: not an argument, not imported, not a function or class of the module,
+    not a builtin and not an UPPER_CASE constant. Returns ``{function: sorted names}``."""
+    import builtins
+    import symtable
+    top = symtable.symtable(code, 'notebook', 'exec')
+    allowed = set(dir(builtins))
+    for name in top.get_identifiers():
+        sym = top.lookup(name)
+        if sym.is_imported() or name.isupper() or (sym.is_namespace() and not sym.is_assigned()):
+            allowed.add(name)
+    inline = {'lambda', 'listcomp', 'dictcomp', 'setcomp', 'genexpr'}   # run where they stand
+    defined = [child for child in top.get_children() if child.get_name() not in inline]
+    allowed.update(child.get_name() for child in defined)   # def f / class C at module level
+    found = {}
+
+    def visit(table, owner):
+        if table.get_type() == 'function':
+            for name in table.get_identifiers():
+                sym = table.lookup(name)
+                if sym.is_global() and sym.is_referenced() and name not in allowed:
+                    found.setdefault(owner, set()).add(name)
+        for child in table.get_children():
+            visit(child, owner)
+
+    for child in defined:
+        visit(child, child.get_name())
+    return {f: sorted(names) for f, names in found.items()}
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_functions_take_what_they_use(path):
+    # a cell copied into another notebook must not depend on this notebook's variables
+    assert hidden_inputs(notebook_code(path)) == {}
+
+
+def test_hidden_inputs_are_found():
+    code = ('import numpy as np\nSIZE = 3\nvocab = [1]\n'
+            'def ok(v):\n    return np.sum(v) + SIZE + len(v) + helper()\n'
+            'def helper():\n    return 1\n'
+            'def bad():\n    return len(vocab)\n'
+            'class M:\n    def forward(self):\n        return vocab\n')
+    assert hidden_inputs(code) == {'bad': ['vocab'], 'M': ['vocab']}

@@ -39,3 +39,36 @@ def test_train_full_models_are_notebook_03s(cell):
     for _ in range(2):                                       # the state carries over identically
         assert torch.equal(ours(x), script(x))
     assert torch.equal(ours.run(x, None)[0], script.run(x, None)[0])
+
+
+NB04 = NB03.with_name('04_fun_things_to_try.ipynb')
+NB05 = NB03.with_name('05_talk_like_any_president.ipynb')
+
+
+def test_reset_strings_count_the_ones_after_the_reset():
+    ns = notebook_namespace(NB04, ['strings_with_reset', 'bit_strings'])
+    x, counts = ns['strings_with_reset'](20, 200, seed=3)
+    assert x.shape == (200, 20, 2) and counts.shape == (200,)
+    for row, count in zip(x, counts):
+        text = ''.join('R' if r else str(int(b)) for b, r in row.tolist())
+        assert text.count('R') == 1
+        assert text.split('R')[1].count('1') == int(count)
+    x, counts = ns['bit_strings'](15, 50, seed=0)
+    assert x.shape == (50, 15, 1) and torch.equal(x.sum((1, 2)), counts)
+
+
+def test_passage_losses_score_each_passage_from_a_fresh_state():
+    ns = notebook_namespace(NB05, ['OneLayerCharLSTM', 'passage_losses'])
+    import numpy as np
+    import utils
+    torch.manual_seed(0)
+    model = ns['OneLayerCharLSTM'](7, 3, 8)
+    ids = np.random.default_rng(0).integers(0, 7, 95)
+    losses = ns['passage_losses'](model, ids, 30, batch=2)   # 3 passages in two batches; 5 ids left over
+    assert losses.shape == (3,)
+    for k in range(3):
+        p = torch.from_numpy(ids[30 * k:30 * (k + 1)])[None]
+        model.reset()
+        with torch.no_grad():
+            expected = utils.seq_nll(model(p[:, :-1]), p[:, 1:])
+        assert losses[k].item() == pytest.approx(expected.item(), abs=1e-5)

@@ -264,7 +264,7 @@ def test_evaluate_is_the_mean_over_every_predicted_character():
             logp, h = model.run(x, h)
             nll.append(-logp.gather(-1, y[..., None]).flatten())
     expected = torch.cat(nll).mean().item()
-    assert utils.evaluate(model, loader, train_full.seq_nll) == pytest.approx(expected, abs=1e-6)
+    assert utils.evaluate(model, loader, utils.seq_nll) == pytest.approx(expected, abs=1e-6)
 
 
 def test_quiet_fit_opens_no_progress_bar(monkeypatch, capsys):

@@ -76,3 +76,33 @@ def test_stochastic_beam_search_is_seeded_and_samples():
 def test_search_rejects_unknown_prompt_character():
     with pytest.raises(KeyError, match="'z'"):
         utils.beam_search(TinyGRU(), utils.CharVocab('abcd'), 'abz', 2, 2)
+
+
+@pytest.mark.parametrize('steps', [2, 3])
+def test_pruning_after_all_steps_is_exact(steps):
+    # keeping every extension until the last step is breadth-first search, cut to the best few
+    vocab, model = utils.CharVocab('abcd'), TinyGRU(layers=2, lstm=True)
+    pruned_once = utils.beam_search(model, vocab, 'ab', steps, beam_size=5, prune_every=steps)
+    every_text = utils.beam_search(model, vocab, 'ab', steps)
+    assert [t for t, _ in pruned_once] == [t for t, _ in every_text[:5]]
+    assert [s for _, s in pruned_once] == pytest.approx([s for _, s in every_text[:5]], abs=1e-5)
+
+
+def test_pruning_every_two_steps_keeps_what_two_step_rounds_keep():
+    vocab, model = utils.CharVocab('abcd'), TinyGRU()
+    result = utils.beam_search(model, vocab, 'a', 4, beam_size=3, prune_every=2)
+    # by hand: all 2-character extensions, keep 3; extend each kept text by all 2-character
+    # continuations, keep 3
+    kept = [('a', 0.0)]
+    for _ in range(2):
+        cands = [(t + ''.join(c), s + text_log_prob(model, vocab, t, ''.join(c)))
+                 for t, s in kept for c in itertools.product('abcd', repeat=2)]
+        kept = sorted(cands, key=lambda ts: -ts[1])[:3]
+    assert [t for t, _ in result] == [t for t, _ in kept]
+    one_step = utils.beam_search(model, vocab, 'a', 4, beam_size=3)
+    assert result[0][1] >= one_step[0][1] - 1e-5        # looking further never finds a worse best
+
+
+def test_pruning_interval_is_checked():
+    with pytest.raises(ValueError, match='prune_every'):
+        utils.beam_search(TinyGRU(), utils.CharVocab('abcd'), 'a', 2, 2, prune_every=0)

@@ -305,3 +305,49 @@ def test_fit_resets_stateful_models_and_clips():
     assert model.resets == 4                                   # train + valid, per epoch
     norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
     assert norm <= 1e-6 * 1.01
+
+
+def test_unigram_loss_is_the_entropy_of_character_frequencies():
+    assert utils.unigram_loss(np.array([0, 1, 0, 1])) == pytest.approx(np.log(2))
+    assert utils.unigram_loss(np.array([3, 3, 3])) == pytest.approx(0.0)
+    # unused indices (a larger vocabulary) change nothing; a skewed text costs less than uniform
+    skewed = np.array([0] * 90 + [5] * 10)
+    expected = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))
+    assert utils.unigram_loss(skewed) == pytest.approx(expected)
+    # the loss of the best constant predictor: a model outputting the frequencies scores it
+    ids = torch.tensor(np.random.default_rng(0).integers(0, 6, 500))
+    freqs = torch.bincount(ids, minlength=6).double() / len(ids)
+    nll = F.nll_loss(freqs.log().expand(len(ids), 6), ids).item()
+    assert utils.unigram_loss(ids.numpy()) == pytest.approx(nll)
+
+
+def test_seq_nll_averages_every_position():
+    torch.manual_seed(0)
+    log_probs = torch.randn(3, 5, 7).log_softmax(-1)
+    targets = torch.randint(0, 7, (3, 5))
+    by_hand = -log_probs.gather(2, targets[..., None]).mean()
+    assert utils.seq_nll(log_probs, targets).item() == pytest.approx(by_hand.item())
+    with pytest.raises((RuntimeError, ValueError)):
+        utils.seq_nll(log_probs, targets[:, :4])           # a shape mismatch is an error
+
+
+def test_calculator_with_nonlinearities_reads_left_to_right():
+    torch.manual_seed(0)
+    model = utils.CalculatorWithNonlinearities(vocab_size=11, n_fac=1, n_hidden=20)
+    x = torch.tensor([[3, 0, 4], [4, 0, 3]])                # '2+3' and '3+2' as indices
+    out = model(x)
+    assert out.shape == (2, 1)
+    assert not torch.allclose(out[0], out[1])               # order matters before training
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_reseed_gives_the_same_batches_again():
+    data = utils.ArraysData.from_arrays(utils.last_rows(40, 8), np.arange(40).reshape(40, 1),
+                                        np.arange(40), bs=4, seed=0)
+    order = lambda: torch.cat([x[:, 0] for x, _ in data.train]).tolist()
+    first = order()
+    assert order() != first                              # a second pass continues the sequence
+    assert data.reseed(0) is data and order() == first   # reseeded: the first pass again
+    assert data.reseed(1) and order() != first
+    assert sorted(order()) == sorted(first)              # every train row, once per epoch
