@@ -7,14 +7,20 @@ Trains notebook 03's ``CharLSTM`` (or ``CharGRU``) in the original's configurati
 Obama's speeches of the full corpus: embedding 42, 3 layers of 512, dropout 0.5, batches of
 64 x 72, the first 800,000 characters for training and the rest for validation, Adam 1e-2
 with weight decay 1e-5, and the original library's cosine annealing with warm restarts
-(warm-up included) over cycles of 1+2+4+8+16 = 31 epochs. Forward passes run under bf16
-autocast (``make bench`` compares it with fp32). It uses the GPU when there is one.
+(warm-up included) over cycles of 1+2+4+8+16 = 31 epochs. It uses the GPU when there is one.
+Forward passes run under bf16 autocast where the machine can (a GPU, a CPU with avx512_bf16
+or AMX; ``make bench`` compares it with fp32 on identical batches), in fp32 elsewhere or with
+``--fp32``.
 
-After every epoch it saves model, optimiser, scheduler, random state and history to
-``data/full_run/<cell>_state.pt`` (atomically); run the same command again and it resumes
-from there, so a killed run loses at most one epoch and ends where an uninterrupted one
-would. At the end it writes ``models/<cell>_3x512.pt``: the weights in fp16, the vocabulary,
-the configuration, the history and how it was made; notebook 03 loads and re-checks it.
+After every epoch it saves model, optimiser, scheduler, random state, history, a fingerprint
+of the text and where each epoch ran to ``data/full_run/<cell>_state.pt`` (atomically); run
+the same command again and it resumes from there, so a killed run loses at most one epoch. On
+the same machine a resumed run ends bit for bit where an uninterrupted one would; it may also
+move to another machine (another numeric path is then said in a line and recorded). A state
+of another run (cell, configuration or text) is refused by name, never overwritten. At the
+end it writes ``models/<cell>_3x512.pt``: the weights in fp16, the vocabulary, the
+configuration, the history and how it was made, epoch by epoch; notebook 03 loads and
+re-checks it.
 
 ``--tiny`` runs the same code at a tiny size (a minute on a CPU, either corpus) into
 ``data/full_run_tiny/``; CI uses it so that this path never goes untested.
@@ -22,13 +28,17 @@ the configuration, the history and how it was made; notebook 03 loads and re-che
 from __future__ import annotations
 
 import argparse
+import glob
+import hashlib
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,15 +50,17 @@ from utils import (DATA_DIR, CharVocab, History, LanguageModelData, LanguageMode
                    fit, load_checkpoint, load_speeches, original_sgdr_schedule, save_checkpoint,
                    seed_everything, seq_nll)
 
-#: The original's configuration (part 2, section 4).
+#: The original's configuration (part 2, section 4): model, data and schedule, which together
+#: identify a run. How the arithmetic is done (fp32, or bf16 autocast where the machine has it)
+#: is not part of it: it is chosen per machine and recorded per epoch (see ``train``).
 ORIGINAL_CONFIG = dict(n_fac=42, n_hidden=512, n_layers=3, dropout=0.5, bs=64, bptt=72,
                        lr=1e-2, weight_decay=1e-5, cycles=5, cycle_mult=2, n_train=800_000,
-                       n_valid=None, seed=42, amp='bfloat16')
-# amp: the dtype of forward passes under torch.autocast, or None for fp32; main() drops to
-# fp32 where this machine cannot run an LSTM in bf16 (see bf16_lstm_supported).
+                       n_valid=None, seed=42)
 #: The same code path at a size that runs in about a minute on a CPU.
 TINY_CONFIG = dict(ORIGINAL_CONFIG, n_fac=8, n_hidden=32, bs=16, bptt=24, cycles=2,
                    n_train=40_000, n_valid=8_000)
+#: Written into every state file; a file without it is not a state of this version.
+STATE_FORMAT = 'train_full state, format 2'
 
 
 # The models of notebook 03, section 3-5 (same classes, same parameter names).
@@ -118,52 +130,16 @@ def bf16_lstm_supported():
         return False
 
 
-def _amp_dtype(config):
-    return getattr(torch, config['amp']) if config['amp'] else None
+def preferred_amp():
+    """The fastest faithful numeric path here: ``'bfloat16'`` (forward passes under bf16
+    autocast) where the machine runs an LSTM in bf16, else ``None`` (fp32). ``make bench``
+    measures both, side by side, with the largest difference of their batch losses."""
+    return 'bfloat16' if bf16_lstm_supported() else None
 
 
-def train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after=None,
-          verbose=True):
-    """Train ``cell`` ('lstm' or 'gru') with ``config``, saving after every epoch to
-    ``state_path`` and resuming from it if it exists. ``stop_after``: stop once that many
-    epochs are done (to test the resume). Returns ``(model, history, wall_seconds)``."""
-    state_path = Path(state_path)
-    seed_everything(config['seed'])
-    data = LanguageModelData.from_ids(train_ids, valid_ids, bs=config['bs'], bptt=config['bptt'])
-    model = build_model(cell, vocab_size, config).to(device)
-    opt = torch.optim.Adam(model.parameters(), config['lr'], weight_decay=config['weight_decay'])
-    sched = original_sgdr_schedule(opt, len(data.train), config['cycle_mult'])
-    history, wall = History(), 0.0
-    if state_path.exists():
-        state = load_checkpoint(state_path, map_location=device)
-        if state['config'] != config or state['cell'] != cell:
-            raise ValueError(f'{state_path} holds a run of {state["cell"]} with {state["config"]}, '
-                             f'not of {cell} with {config}: delete it to start afresh.')
-        model.load_state_dict(state['model'])
-        opt.load_state_dict(state['optimizer'])
-        sched.load_state_dict(state['scheduler'])
-        history = History(**state['history'])
-        wall = state['wall_seconds']
-        torch.set_rng_state(state['rng_cpu'].cpu())
-        if torch.cuda.is_available() and state.get('rng_cuda'):
-            torch.cuda.set_rng_state_all([s.cpu() for s in state['rng_cuda']])
-        if verbose:
-            print(f'resuming from {state_path} after epoch {history.epoch[-1]}')
-    total = n_epochs(config)
-    if verbose and not history.epoch:
-        print(f'{cell}: {len(data.train)} batches per epoch, {total} epochs, on {device}')
-    while len(history.epoch) < total and (stop_after is None or len(history.epoch) < stop_after):
-        start = time.perf_counter()
-        fit(model, data, 1, opt, seq_nll, history=history, scheduler=sched,
-            amp_dtype=_amp_dtype(config), continue_average=True, verbose=verbose)
-        wall += time.perf_counter() - start
-        save_checkpoint({'cell': cell, 'config': config, 'model': model.state_dict(),
-                         'optimizer': opt.state_dict(), 'scheduler': sched.state_dict(),
-                         'history': asdict(history), 'wall_seconds': wall,
-                         'rng_cpu': torch.get_rng_state(),
-                         'rng_cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-                        state_path)
-    return model, history, wall
+def numeric_path(amp):
+    """How an epoch's arithmetic was done, in words."""
+    return f'{amp} autocast' if amp else 'fp32'
 
 
 def _hardware():
@@ -180,6 +156,169 @@ def _hardware():
     return f'{cpu}, {torch.get_num_threads()} threads'
 
 
+def where_this_runs(amp):
+    """The provenance of an epoch trained here: hardware, device, numeric path, torch, commit."""
+    return {'hardware': _hardware(), 'device': device.type, 'amp': amp,
+            'torch': str(torch.__version__), 'commit': _commit()}
+
+
+def data_fingerprint(train_ids, valid_ids, vocab_size, vocab=None):
+    """What identifies the text a run trains on: the length and SHA-256 of the training and
+    validation ids, and the vocabulary (its characters when given, else its size). Stored in
+    the state, so that a resume on another text is refused instead of continuing silently."""
+    def digest(ids):
+        ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64))
+        return f'{len(ids)} ids, sha256 {hashlib.sha256(ids.tobytes()).hexdigest()[:16]}'
+    return {'train': digest(train_ids), 'valid': digest(valid_ids),
+            'vocab': ''.join(vocab) if vocab is not None else f'{vocab_size} characters'}
+
+
+class StateMismatch(ValueError):
+    """A state file that cannot be resumed by this command; the message says why and what to do."""
+
+
+def _move_aside_advice(path):
+    return (f'Move it aside to start afresh (e.g. mv "{path}" "{path}.aside"), or pass '
+            f'another --state-dir.')
+
+
+def _differences(saved, now, what):
+    keys = sorted(set(saved) | set(now), key=str)
+    return [f'{what} {k!r}: {saved.get(k, "(absent)")!r} in the state, {now.get(k, "(absent)")!r} now'
+            for k in keys if saved.get(k, '(absent)') != now.get(k, '(absent)')]
+
+
+def check_state(state, path, cell, config, fingerprint):
+    """Refuse, by name, a state that is not a ``train_full`` state of this format, or that
+    belongs to another run (cell, configuration or text); never advise deleting it."""
+    if not isinstance(state, dict):
+        raise StateMismatch(f'{path} holds a {type(state).__name__}, not a state of '
+                            f'train_full.py. {_move_aside_advice(path)}')
+    if state.get('format') != STATE_FORMAT:
+        if 'valid_loss_shipped_weights' in state:
+            what = 'a shipped checkpoint (models/<cell>_3x512.pt), which holds no optimiser'
+        elif {'cell', 'config', 'optimizer', 'rng_cpu'} <= state.keys():
+            what = ('a state of an earlier version of train_full.py, which recorded no '
+                    'fingerprint of its text')
+        else:
+            what = f'a dict with the keys {sorted(map(str, state))[:8]}'
+        raise StateMismatch(f'{path} is not a state of this train_full.py: it is {what}. '
+                            f'{_move_aside_advice(path)}')
+    diffs = []
+    if state['cell'] != cell:
+        diffs.append(f'cell: {state["cell"]!r} in the state, {cell!r} now')
+    diffs += _differences(state['config'], config, 'config')
+    diffs += _differences(state['fingerprint'], fingerprint, 'text')
+    if diffs:
+        raise StateMismatch(f'{path} belongs to another run; it differs in ' + '; '.join(diffs)
+                            + f'. {_move_aside_advice(path)}')
+
+
+def check_state_dir(folder):
+    """Fail before training, not after the first epoch, when ``folder`` cannot hold the state."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f'The state folder {folder} is a file, not a folder: pass a '
+                                 f'folder as --state-dir.')
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise PermissionError(f'The state folder {folder} is not writable ({e.strerror or e}): '
+                              f'pass a writable folder as --state-dir.') from e
+
+
+def remove_unfinished_saves(state_path, verbose=True):
+    """Delete the temporary files a save of ``state_path`` killed midway left behind (about
+    65 MB each at full size); the state file itself is never touched."""
+    state_path = Path(state_path)
+    removed = []
+    for tmp in state_path.parent.glob(glob.escape(state_path.name) + '.*.tmp'):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp.name)
+    if removed and verbose:
+        print(f'removed {len(removed)} unfinished save(s) of {state_path.name}: {", ".join(removed)}')
+    return removed
+
+
+def _epoch_ranges(epochs):
+    """'0-12 in bfloat16 autocast on X; 13-30 in fp32 on Y' from per-epoch provenance."""
+    parts, start = [], 0
+    for i in range(1, len(epochs) + 1):
+        if i == len(epochs) or _place(epochs[i]) != _place(epochs[start]):
+            span = f'{start}' if i - 1 == start else f'{start}-{i - 1}'
+            parts.append(f'{span} in {numeric_path(epochs[start]["amp"])} on '
+                         f'{epochs[start]["hardware"]} ({epochs[start]["device"]})')
+            start = i
+    return '; '.join(parts)
+
+
+def _place(epoch):
+    return epoch['hardware'], epoch['device'], epoch['amp'], epoch['torch']
+
+
+def train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after=None,
+          verbose=True, amp=None, vocab=None):
+    """Train ``cell`` ('lstm' or 'gru') with ``config``, saving after every epoch to
+    ``state_path`` and resuming from it if it exists. ``amp``: 'bfloat16' for forward passes
+    under bf16 autocast, or None for fp32; it may differ from the epochs already in the state
+    (a run moved to another machine), and each epoch records where and how it ran. ``vocab``
+    (the characters) makes the text's fingerprint name them. ``stop_after``: stop once that
+    many epochs are done (to test the resume). Returns ``(model, history, record)``, where
+    ``record`` holds ``wall_seconds`` (summed over every resumed part) and ``epochs`` (one
+    provenance dict per epoch: hardware, device, amp, torch, commit, seconds)."""
+    state_path = Path(state_path)
+    check_state_dir(state_path.parent)
+    remove_unfinished_saves(state_path, verbose)
+    fingerprint = data_fingerprint(train_ids, valid_ids, vocab_size, vocab)
+    seed_everything(config['seed'])
+    data = LanguageModelData.from_ids(train_ids, valid_ids, bs=config['bs'], bptt=config['bptt'])
+    model = build_model(cell, vocab_size, config).to(device)
+    opt = torch.optim.Adam(model.parameters(), config['lr'], weight_decay=config['weight_decay'])
+    sched = original_sgdr_schedule(opt, len(data.train), config['cycle_mult'])
+    history, record = History(), {'wall_seconds': 0.0, 'epochs': []}
+    here = where_this_runs(amp)
+    if state_path.exists():
+        state = load_checkpoint(state_path, map_location=device)
+        check_state(state, state_path, cell, config, fingerprint)
+        model.load_state_dict(state['model'])
+        opt.load_state_dict(state['optimizer'])
+        sched.load_state_dict(state['scheduler'])
+        history = History(**state['history'])
+        record = {'wall_seconds': state['wall_seconds'], 'epochs': list(state['epochs'])}
+        torch.set_rng_state(state['rng_cpu'].cpu())
+        if torch.cuda.is_available() and state.get('rng_cuda'):
+            torch.cuda.set_rng_state_all([s.cpu() for s in state['rng_cuda']])
+        if verbose:
+            print(f'resuming from {state_path} after epoch {history.epoch[-1]}')
+            last = record['epochs'][-1]
+            if _place(last) != _place(here) and len(history.epoch) < n_epochs(config):
+                print(f'this run moves: epochs {_epoch_ranges(record["epochs"])}; it continues '
+                      f'in {numeric_path(amp)} on {here["hardware"]} ({here["device"]}, torch '
+                      f'{here["torch"]})')
+    total = n_epochs(config)
+    if verbose and not history.epoch:
+        print(f'{cell}: {len(data.train)} batches per epoch, {total} epochs, on {device} in '
+              f'{numeric_path(amp)}')
+    amp_dtype = getattr(torch, amp) if amp else None
+    while len(history.epoch) < total and (stop_after is None or len(history.epoch) < stop_after):
+        start = time.perf_counter()
+        fit(model, data, 1, opt, seq_nll, history=history, scheduler=sched,
+            amp_dtype=amp_dtype, continue_average=True, verbose=verbose)
+        seconds = time.perf_counter() - start
+        record['wall_seconds'] += seconds
+        record['epochs'].append(dict(here, seconds=seconds))
+        save_checkpoint({'format': STATE_FORMAT, 'cell': cell, 'config': config,
+                         'fingerprint': fingerprint, 'model': model.state_dict(),
+                         'optimizer': opt.state_dict(), 'scheduler': sched.state_dict(),
+                         'history': asdict(history), 'wall_seconds': record['wall_seconds'],
+                         'epochs': record['epochs'], 'rng_cpu': torch.get_rng_state(),
+                         'rng_cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                        state_path)
+    return model, history, record
+
+
 def _commit():
     try:
         out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True,
@@ -191,10 +330,17 @@ def _commit():
         return 'unknown'
 
 
-def ship(cell, model, history, wall, vocab, valid_ids, config, path):
+def _distinct(values):
+    return '; '.join(dict.fromkeys(values))
+
+
+def ship(cell, model, history, record, vocab, valid_ids, config, path):
     """Write the shipped checkpoint: fp16 weights, and the validation loss of exactly those
     weights (evaluated in fp32, state carried, mean over every predicted character), which
-    notebook 03 re-checks."""
+    notebook 03 re-checks. Where the run trained comes from ``record`` (the state's per-epoch
+    provenance), not from the machine that ships it: ``hardware`` and ``device`` list every
+    place an epoch ran, ``epochs`` says which epoch ran where and how, ``wall_seconds`` sums
+    every resumed part."""
     half = {k: v.detach().to('cpu', torch.float16) if v.is_floating_point() else v.cpu()
             for k, v in model.state_dict().items()}
     check = build_model(cell, len(vocab), config)
@@ -202,12 +348,16 @@ def ship(cell, model, history, wall, vocab, valid_ids, config, path):
     shipped_valid = evaluate(check, LanguageModelLoader(valid_ids, config['bs'], config['bptt']),
                              seq_nll)
     h = asdict(history)
+    epochs = record['epochs']
     save_checkpoint({
         'cell': cell, 'model': half, 'vocab': list(vocab.itos), 'config': config,
         'history': {k: h[k] for k in ('epoch', 'train_loss', 'valid_loss', 'time', 'batch_loss')},
         'valid_loss_shipped_weights': shipped_valid,
-        'wall_seconds': wall, 'hardware': _hardware(), 'device': device.type,
-        'torch': str(torch.__version__), 'commit': _commit(),
+        'wall_seconds': record['wall_seconds'],
+        'hardware': _distinct(e['hardware'] for e in epochs),
+        'device': _distinct(e['device'] for e in epochs),
+        'torch': _distinct(e['torch'] for e in epochs),
+        'epochs': epochs, 'commit': _commit(),
     }, path)
     return shipped_valid
 
@@ -218,12 +368,18 @@ def main(argv=None):
     parser.add_argument('--tiny', action='store_true', help='the same code path at a tiny size')
     parser.add_argument('--state-dir', type=Path, default=None,
                         help='where the per-epoch state goes (default: data/full_run)')
+    parser.add_argument('--fp32', action='store_true',
+                        help='train in fp32 even where bf16 autocast is available')
     args = parser.parse_args(argv)
     config = dict(TINY_CONFIG if args.tiny else ORIGINAL_CONFIG)
-    if config['amp'] == 'bfloat16' and not bf16_lstm_supported():
+    amp = None if args.fp32 else preferred_amp()
+    if not args.fp32 and amp is None:
         print('bf16 autocast is not supported for the LSTM on this machine: training in fp32')
-        config['amp'] = None
     state_dir = args.state_dir or DATA_DIR / ('full_run_tiny' if args.tiny else 'full_run')
+    try:
+        check_state_dir(state_dir)
+    except OSError as e:
+        sys.exit(f'train_full.py: {e}')
     out = state_dir / f'{args.cell}_tiny.pt' if args.tiny else ROOT / 'models' / f'{args.cell}_3x512.pt'
 
     speeches = load_speeches('obama')
@@ -235,12 +391,16 @@ def main(argv=None):
     n_train = config['n_train'] if speeches.is_full_corpus or not args.tiny else int(0.8 * len(ids))
     valid_end = None if config['n_valid'] is None else n_train + config['n_valid']
     train_ids, valid_ids = ids[:n_train], ids[n_train:valid_end]
-    model, history, wall = train(args.cell, train_ids, valid_ids, len(vocab), config,
-                                 state_dir / f'{args.cell}_state.pt')
-    valid = ship(args.cell, model, history, wall, vocab, valid_ids, config, out)
-    print(f'{args.cell}: {len(history.epoch)} epochs in {wall / 60:.1f} min on {_hardware()}; '
-          f'final train {history.train_loss[-1]:.3f}, valid {history.valid_loss[-1]:.3f} '
-          f'(fp16 weights, fp32: {valid:.4f}); wrote {out}')
+    try:
+        model, history, record = train(args.cell, train_ids, valid_ids, len(vocab), config,
+                                       state_dir / f'{args.cell}_state.pt', amp=amp,
+                                       vocab=vocab.itos)
+    except (StateMismatch, OSError) as e:
+        sys.exit(f'train_full.py: {e}')
+    valid = ship(args.cell, model, history, record, vocab, valid_ids, config, out)
+    print(f'{args.cell}: {len(history.epoch)} epochs in {record["wall_seconds"] / 60:.1f} min '
+          f'({_epoch_ranges(record["epochs"])}); final train {history.train_loss[-1]:.3f}, '
+          f'valid {history.valid_loss[-1]:.3f} (fp16 weights, fp32: {valid:.4f}); wrote {out}')
 
 
 if __name__ == '__main__':

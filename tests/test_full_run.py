@@ -1,5 +1,8 @@
 """The full run of notebook 03's original LSTM (train_full.py): resume, schedule, shipping."""
 import math
+import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +12,8 @@ import train_full
 import utils
 
 CONFIG = dict(train_full.TINY_CONFIG, n_fac=4, n_hidden=8, n_layers=2, bs=4, bptt=10,
-              cycles=2, amp=None)          # 1 + 2 = 3 epochs
+              cycles=2)          # 1 + 2 = 3 epochs
+BF16 = train_full.bf16_lstm_supported()
 
 
 def _ids(n, seed=0):
@@ -18,45 +22,165 @@ def _ids(n, seed=0):
     return np.where(rng.random(n) < 0.7, np.arange(n) % 7, rng.integers(0, 12, n)).astype(np.int64)
 
 
+def _train(path, stop_after=None, config=CONFIG, cell='lstm', train_ids=None, valid_ids=None,
+           **kwargs):
+    train_ids = _ids(1200) if train_ids is None else train_ids
+    valid_ids = _ids(400, seed=1) if valid_ids is None else valid_ids
+    return train_full.train(cell, train_ids, valid_ids, 12, config, path, stop_after=stop_after,
+                            verbose=False, **kwargs)
+
+
 @pytest.mark.parametrize('cell', ['lstm', 'gru'])
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, cell):
-    train_ids, valid_ids = _ids(1200), _ids(400, seed=1)
-    _, whole, _ = train_full.train(cell, train_ids, valid_ids, 12, CONFIG, tmp_path / 'a.pt',
-                                   verbose=False)
-    _, first, _ = train_full.train(cell, train_ids, valid_ids, 12, CONFIG, tmp_path / 'b.pt',
-                                   stop_after=1, verbose=False)
+    _, whole, whole_record = _train(tmp_path / 'a.pt', cell=cell)
+    _, first, _ = _train(tmp_path / 'b.pt', stop_after=1, cell=cell)
     assert len(first.epoch) == 1
-    model, resumed, _ = train_full.train(cell, train_ids, valid_ids, 12, CONFIG, tmp_path / 'b.pt',
-                                         verbose=False)
+    model, resumed, record = _train(tmp_path / 'b.pt', cell=cell)
     assert resumed.epoch == [0, 1, 2]
     assert resumed.batch_loss == whole.batch_loss          # dropout and all, bit for bit
-    assert resumed.train_loss == whole.train_loss
+    assert resumed.train_loss == whole.train_loss          # the moving average went on
     assert resumed.valid_loss == whole.valid_loss
-    again, _, _ = train_full.train(cell, train_ids, valid_ids, 12, CONFIG, tmp_path / 'b.pt',
-                                   verbose=False)           # finished: nothing more to do
+    assert len(record['epochs']) == 3 and len(whole_record['epochs']) == 3
+    assert record['wall_seconds'] == pytest.approx(sum(e['seconds'] for e in record['epochs']))
+    again, _, _ = _train(tmp_path / 'b.pt', cell=cell)      # finished: nothing more to do
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
                                                  model.state_dict().values()))
 
 
-def test_resume_refuses_another_configuration(tmp_path):
-    ids = _ids(1200)
-    train_full.train('lstm', ids, ids[:400], 12, CONFIG, tmp_path / 's.pt', stop_after=1,
-                     verbose=False)
-    with pytest.raises(ValueError, match='delete it'):
-        train_full.train('lstm', ids, ids[:400], 12, dict(CONFIG, lr=1e-3), tmp_path / 's.pt',
-                         verbose=False)
+def test_the_resume_continues_the_moving_average_of_the_train_loss(tmp_path):
+    # if the resumed call started a fresh average, its first epoch's figure would be the
+    # debiased average of that epoch's batches alone
+    _, _, _ = _train(tmp_path / 's.pt', stop_after=1)
+    _, resumed, _ = _train(tmp_path / 's.pt', stop_after=2)
+    fresh = utils.smooth(resumed.batch_loss[len(resumed.batch_loss) // 2:])[-1]
+    continued = utils.smooth(resumed.batch_loss)[-1]
+    assert resumed.train_loss[1] == pytest.approx(continued, rel=1e-9)
+    assert abs(fresh - continued) > 1e-6                   # the two differ, so the check bites
+
+
+def _no_delete(message):
+    return 'delete' not in message.lower() and 'Move it aside' in message
+
+
+def test_resume_refuses_another_configuration_naming_the_key(tmp_path):
+    _train(tmp_path / 's.pt', stop_after=1)
+    with pytest.raises(train_full.StateMismatch, match=r"config 'lr': 0\.01 in the state, 0\.001 now") as e:
+        _train(tmp_path / 's.pt', config=dict(CONFIG, lr=1e-3))
+    assert _no_delete(str(e.value))
+    with pytest.raises(train_full.StateMismatch, match="cell: 'lstm' in the state, 'gru' now"):
+        _train(tmp_path / 's.pt', cell='gru')
+
+
+def test_resume_refuses_another_text_and_another_vocabulary(tmp_path):
+    vocab = list('abcdefghijkl')
+    _train(tmp_path / 's.pt', stop_after=1, vocab=vocab)
+    other = _ids(1200, seed=5)                             # same characters, another text
+    with pytest.raises(train_full.StateMismatch, match="text 'train'") as e:
+        _train(tmp_path / 's.pt', train_ids=other, vocab=vocab)
+    assert 'valid' not in str(e.value).split('differs in')[1]     # only what differs is named
+    with pytest.raises(train_full.StateMismatch, match="text 'valid'"):
+        _train(tmp_path / 's.pt', valid_ids=_ids(400, seed=9), vocab=vocab)
+    with pytest.raises(train_full.StateMismatch, match="text 'vocab': 'abcdefghijkl' in the state, 'abcdefghijkm' now"):
+        _train(tmp_path / 's.pt', vocab=list('abcdefghijkm'))
+    _, history, _ = _train(tmp_path / 's.pt', vocab=vocab)  # the right text still resumes
+    assert history.epoch == [0, 1, 2]
+
+
+@pytest.mark.parametrize('content, words', [
+    ({'cell': 'lstm', 'model': {}, 'valid_loss_shipped_weights': 1.2}, 'a shipped checkpoint'),
+    ({'cell': 'lstm', 'config': {}, 'optimizer': {}, 'rng_cpu': torch.zeros(1)}, 'an earlier version'),
+    ({'w': torch.ones(2)}, "a dict with the keys ['w']"),
+    ([1, 2, 3], 'holds a list'),
+])
+def test_a_file_that_is_not_a_state_is_refused_by_name(tmp_path, content, words):
+    path = tmp_path / 's.pt'
+    torch.save(content, path)
+    with pytest.raises(train_full.StateMismatch, match=re.escape(words)) as e:
+        _train(path)
+    assert _no_delete(str(e.value))
+    assert torch.load(path, weights_only=True) is not None    # left as it was
+
+
+def test_a_bad_state_folder_is_refused_before_any_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_full, 'fit', lambda *a, **k: pytest.fail('trained first'))
+    a_file = tmp_path / 'file'
+    a_file.write_text('x')
+    with pytest.raises(NotADirectoryError, match='is a file, not a folder'):
+        _train(a_file / 's.pt')
+    read_only = tmp_path / 'ro'
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.access(read_only, os.W_OK):                      # root ignores the mode bits
+        read_only = Path('/proc/self')
+    with pytest.raises(PermissionError, match='is not writable'):
+        _train(read_only / 's.pt')
+    with pytest.raises(SystemExit, match='is a file, not a folder'):
+        train_full.main(['lstm', '--tiny', '--state-dir', str(a_file)])
+
+
+def test_a_rerun_removes_what_a_killed_save_left(tmp_path):
+    _train(tmp_path / 's.pt', stop_after=1)
+    stale = tmp_path / 's.pt.k3j2x.tmp'                    # the name save_checkpoint gives
+    stale.write_bytes(b'half a state')
+    other = tmp_path / 'other.pt.k3j2x.tmp'                # another file's: not ours to remove
+    other.write_bytes(b'x')
+    _, history, _ = _train(tmp_path / 's.pt', stop_after=2)
+    assert not stale.exists() and other.exists() and history.epoch == [0, 1]
+
+
+def test_a_run_that_moves_records_where_each_epoch_ran(tmp_path, monkeypatch, capsys):
+    _train(tmp_path / 's.pt', stop_after=1)
+    monkeypatch.setattr(train_full, '_hardware', lambda: 'another machine, 8 threads')
+    amp = 'bfloat16' if BF16 else None
+    train_full.train('lstm', _ids(1200), _ids(400, seed=1), 12, CONFIG, tmp_path / 's.pt',
+                     stop_after=2, amp=amp)
+    out = capsys.readouterr().out
+    assert 'this run moves: epochs 0 in fp32 on' in out
+    assert f'continues in {train_full.numeric_path(amp)} on another machine, 8 threads' in out
+    _, _, record = _train(tmp_path / 's.pt', amp=amp)
+    places = [(e['hardware'], e['amp']) for e in record['epochs']]
+    assert places[0][0] != 'another machine, 8 threads'
+    assert places[1:] == [('another machine, 8 threads', amp)] * 2
+
+
+def test_a_rerun_of_a_finished_run_keeps_where_it_was_trained(tmp_path, monkeypatch):
+    model, history, record = _train(tmp_path / 's.pt')
+    trained_on = record['epochs'][0]['hardware']
+    monkeypatch.setattr(train_full, '_hardware', lambda: 'the machine that reruns')
+    model, history, record = _train(tmp_path / 's.pt')     # nothing left to train
+    train_full.ship('lstm', model, history, record, utils.CharVocab('abcdefghijkl'),
+                    _ids(400, seed=1), CONFIG, tmp_path / 'ship.pt')
+    ck = torch.load(tmp_path / 'ship.pt', weights_only=True)
+    assert ck['hardware'] == trained_on and len(ck['epochs']) == 3
+    assert all(e['hardware'] == trained_on for e in ck['epochs'])
+
+
+@pytest.mark.skipif(not BF16, reason='this CPU cannot run an LSTM in bf16 (no avx512_bf16 or AMX)')
+def test_bf16_autocast_trains_close_to_fp32(tmp_path):
+    _, fp32, _ = _train(tmp_path / 'a.pt')
+    _, bf16, record = _train(tmp_path / 'b.pt', amp='bfloat16')
+    assert {e['amp'] for e in record['epochs']} == {'bfloat16'}
+    assert bf16.batch_loss != fp32.batch_loss              # another numeric path really ran
+    assert max(abs(a - b) for a, b in zip(bf16.batch_loss, fp32.batch_loss)) < 0.05
+    assert abs(bf16.valid_loss[-1] - fp32.valid_loss[-1]) < 0.02
+
+
+def test_the_numeric_path_is_chosen_by_what_the_machine_runs(monkeypatch):
+    assert train_full.preferred_amp() == ('bfloat16' if BF16 else None)
+    monkeypatch.setattr(train_full, 'bf16_lstm_supported', lambda: False)
+    assert train_full.preferred_amp() is None
 
 
 def test_shipped_checkpoint_loads_weights_only_and_reproduces_its_loss(tmp_path):
-    train_ids, valid_ids = _ids(1200), _ids(400, seed=1)
+    valid_ids = _ids(400, seed=1)
     vocab = utils.CharVocab('abcdefghijkl')
-    model, history, wall = train_full.train('lstm', train_ids, valid_ids, 12, CONFIG,
-                                            tmp_path / 's.pt', verbose=False)
+    model, history, record = _train(tmp_path / 's.pt')
     path = tmp_path / 'ship.pt'
-    recorded = train_full.ship('lstm', model, history, wall, vocab, valid_ids, CONFIG, path)
+    recorded = train_full.ship('lstm', model, history, record, vocab, valid_ids, CONFIG, path)
     ck = torch.load(path, weights_only=True)
     assert ck['vocab'] == list('abcdefghijkl') and ck['config'] == CONFIG
-    assert len(ck['history']['valid_loss']) == 3
+    assert len(ck['history']['valid_loss']) == 3 and len(ck['epochs']) == 3
+    assert ck['wall_seconds'] == record['wall_seconds'] and ck['device'] == 'cpu'
     assert ck['model']['rnn.weight_ih_l0'].dtype == torch.float16
     fresh = train_full.build_model('lstm', 12, CONFIG)
     fresh.load_state_dict({k: v.float() for k, v in ck['model'].items()})
