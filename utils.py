@@ -11,7 +11,9 @@ learning-rate schedule), generation, search, shared models.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
+import numbers
 import os
 import random
 import re
@@ -19,6 +21,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -47,7 +50,7 @@ BROWSER_HEADERS = {'User-Agent': 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Geck
                    'Accept': 'text/html,application/zip,application/octet-stream,*/*;q=0.8'}
 
 #: Where downloads land: the repository's ``data/`` unless ``PRESIDENTIAL_DATA_DIR`` says otherwise.
-DATA_DIR = Path(os.environ.get('PRESIDENTIAL_DATA_DIR', '').strip() or Path(__file__).resolve().parent / 'data')
+DATA_DIR = Path(os.environ.get('PRESIDENTIAL_DATA_DIR', '').strip() or Path(__file__).resolve().parent / 'data').expanduser()
 
 #: The folder the corpus zip unpacks to (the misspelling is the original's).
 CORPUS_FOLDER = 'Corpus of Presential Speeches'
@@ -90,7 +93,34 @@ _MAX_UNZIPPED_BYTES = 2 * 1024**3  # refuse zip bombs; the real corpus unpacks t
 
 
 class CorpusDownloadError(RuntimeError):
-    """The corpus could not be downloaded or unpacked; the message says what to do."""
+    """The corpus could not be downloaded or unpacked; the message names the cause and says
+    what to do, and ``cause`` is that cause in a few words (what a fallback prints)."""
+
+    def __init__(self, message, cause=None):
+        super().__init__(message)
+        self.cause = cause or message.split('. ')[0]
+
+
+def _in_words(e):
+    """An exception's cause in a few words: the innermost ``[Errno N] ...`` it mentions (the
+    socket's own words), else its class name."""
+    found = re.findall(r"\[Errno -?\d+\] [^'\")\]]+", str(e))
+    return found[-1].strip() if found else type(e).__name__
+
+
+def _disk_error(e, url, dest):
+    """A ``CorpusDownloadError`` for an ``OSError`` met while writing into ``dest``."""
+    if e.errno == errno.ENOSPC:
+        return CorpusDownloadError(
+            f'No space left on the device that holds {dest} while saving the corpus from {url}. '
+            f'Free some space (the corpus needs about 50 MB) or set PRESIDENTIAL_DATA_DIR to a '
+            f'folder on another disk; nothing was kept.', cause=f'no space left in {dest}')
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return CorpusDownloadError(
+            f'The data folder {dest} is not writable ({e.strerror}). Set PRESIDENTIAL_DATA_DIR to '
+            f'a folder you can write to, or change its permissions.', cause=f'{dest} is not writable')
+    return CorpusDownloadError(f'Could not write the corpus into {dest} ({e.strerror or e}). '
+                               f'{_remedy(url, dest)}', cause=f'could not write into {dest}')
 
 
 def _remedy(url, dest):
@@ -169,6 +199,27 @@ def _stream_to(session, url, fh, timeout, deadline, progress, referer=None):
             watchdog.cancel()
 
 
+def _visit(session, page, timeout, deadline):
+    """Open ``page`` (for its cookie) and read it to its end, inside the download's deadline:
+    a page that trickles is cut off when the deadline passes, as the download would be."""
+    with session.get(page, stream=True, timeout=timeout) as r:
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _abort, (r,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            for _ in r.iter_content(chunk_size=1 << 14):
+                if time.monotonic() > deadline:
+                    break
+        except Exception as e:
+            if time.monotonic() > deadline:
+                raise CorpusDownloadError(f'The visit to {page} passed the deadline.') from e
+            raise
+        finally:
+            watchdog.cancel()
+        if time.monotonic() > deadline:
+            raise CorpusDownloadError(f'The visit to {page} passed the deadline.')
+
+
 def _abort(response):
     """End a streaming response from another thread: shutting the socket down wakes a read
     that is blocked on it (closing it alone does not)."""
@@ -188,7 +239,13 @@ def _write_body(r, url, fh, progress):
     encoded = r.headers.get('Content-Encoding', 'identity').lower() not in ('', 'identity')
     # Content-Length counts the bytes on the wire; with gzip transfer encoding those are not
     # the bytes iter_content gives back, so only an unencoded body can be checked.
-    total = None if encoded else (int(r.headers.get('Content-Length') or 0) or None)
+    length = r.headers.get('Content-Length') or '0'
+    try:
+        total = None if encoded else (int(length) or None)
+    except ValueError:
+        raise CorpusDownloadError(f'The server sent an invalid Content-Length ({length!r}) for '
+                                  f'{url}: not the corpus download. {_remedy(url, "the data folder")}',
+                                  cause='the server sent an invalid Content-Length') from None
     written = 0
     with tqdm(total=total, unit='B', unit_scale=True, desc='corpus', leave=False,
               disable=not progress) as bar:
@@ -206,8 +263,8 @@ def _move_aside(path, dest, why):
     """Rename ``path`` to a hidden name in ``dest`` (nothing is deleted) and say so."""
     aside = Path(tempfile.mkdtemp(prefix=_ASIDE_PREFIX, dir=dest)) / path.name
     os.replace(path, aside)
-    print(f'{path} {why}; moved it to {aside} (delete it when you no longer need it) '
-          f'and downloading the corpus afresh.')
+    print(f'{path} {why}; moved it to {aside} (nothing was deleted) and downloading the corpus '
+          f'afresh.')
     return aside
 
 
@@ -243,8 +300,12 @@ def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='a
         return target
     if page == 'auto':
         page = CORPUS_PAGE if url == CORPUS_URL else None
-    dest.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and not dest.is_dir():
+        raise CorpusDownloadError(
+            f'The data folder {dest} is a file, not a folder. Set PRESIDENTIAL_DATA_DIR to a '
+            f'folder, or move that file aside.', cause=f'{dest} is a file, not a folder')
     try:
+        dest.mkdir(parents=True, exist_ok=True)
         with FileLock(str(dest / _LOCK), timeout=lock_timeout):
             if corpus_present(dest):          # another process finished while we waited
                 return target
@@ -263,8 +324,11 @@ def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='a
     except Timeout as e:
         raise CorpusDownloadError(
             f'Another process has been downloading the corpus into {dest} for over '
-            f'{lock_timeout} s (lock file {dest / _LOCK}). If none is running, delete that file. '
-            f'{_remedy(url, dest)}') from e
+            f'{lock_timeout} s (it holds the lock {dest / _LOCK}; the lock ends with that '
+            f'process). Wait for it or stop it. {_remedy(url, dest)}',
+            cause='another process is downloading it') from e
+    except OSError as e:               # the folder, its lock or a temporary folder inside it
+        raise _disk_error(e, url, dest) from e
 
 
 def _download_and_unpack(url, dest, timeout, retries, page, deadline):
@@ -280,8 +344,8 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline):
             session.headers.update(BROWSER_HEADERS)
             if page:
                 try:
-                    session.get(page, timeout=timeout).close()
-                except requests.RequestException as e:
+                    _visit(session, page, timeout, end)
+                except (requests.RequestException, CorpusDownloadError) as e:
                     print(f'(the corpus page {page} did not answer: {type(e).__name__}; '
                           f'trying the download link anyway)')
             for attempt in range(retries + 1):
@@ -291,15 +355,19 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline):
                                    progress=progress_enabled(), referer=page)
                     break
                 except requests.HTTPError as e:
+                    status = f'{e.response.status_code} {e.response.reason}'
                     raise CorpusDownloadError(
-                        f'The server answered {e.response.status_code} {e.response.reason} for '
-                        f'{url}. {_remedy(url, dest)}') from e
+                        f'The server answered {status} for {url}. {_remedy(url, dest)}',
+                        cause=f'the server answered {status}') from e
                 except (requests.RequestException, CorpusDownloadError) as e:
                     if attempt == retries or time.monotonic() > end:
                         raise CorpusDownloadError(
                             f'Could not download the corpus from {url} ({type(e).__name__}: {e}). '
-                            f'{_remedy(url, dest)}') from e
+                            f'{_remedy(url, dest)}',
+                            cause=getattr(e, 'cause', None) or f'could not download it ({_in_words(e)})') from e
                     time.sleep(0.5 * (attempt + 1))
+                except OSError as e:          # writing the zip: a full disk, a folder gone
+                    raise _disk_error(e, url, dest) from e
         try:
             zf = zipfile.ZipFile(zip_path)
         except zipfile.BadZipFile as e:
@@ -311,11 +379,19 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline):
             unpacked = work / 'unpacked'
             try:
                 zf.extractall(unpacked)
-            except (zipfile.BadZipFile, EOFError, OSError) as e:
+            except (zipfile.BadZipFile, EOFError) as e:
                 raise CorpusDownloadError(
                     f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
-        (unpacked / CORPUS_FOLDER / _COMPLETE).write_text(f'downloaded from {url}\n')
-        os.replace(unpacked / CORPUS_FOLDER, target)
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise _disk_error(e, url, dest) from e
+                raise CorpusDownloadError(
+                    f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
+        try:
+            (unpacked / CORPUS_FOLDER / _COMPLETE).write_text(f'downloaded from {url}\n')
+            os.replace(unpacked / CORPUS_FOLDER, target)
+        except OSError as e:
+            raise _disk_error(e, url, dest) from e
         return target
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -338,8 +414,8 @@ def preprocess_speech(path, greedy_tags=True):
             lines = f.read().splitlines()[2:]
     except UnicodeDecodeError as e:
         raise ValueError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start}): the file is '
-                         f'damaged. Delete the folder "{Path(path).parents[1]}" and run again to '
-                         f'download the corpus afresh.') from e
+                         f'damaged. Move the folder "{Path(path).parents[1]}" aside (e.g. rename '
+                         f'it) and run again to download the corpus afresh.') from e
     kept = []
     for line in lines:
         line = re.sub('<.*>' if greedy_tags else '<.*?>', '', line)
@@ -415,16 +491,24 @@ def load_speeches(president='obama', data_dir=None, url=None):
     try:
         get_data(url, data_dir)
     except (CorpusDownloadError, OSError) as e:     # OSError: e.g. a read-only data folder
-        cause = e.__cause__ if isinstance(e, CorpusDownloadError) else e
-        reason = f'no corpus from {url}: ' + (type(cause).__name__ if cause else str(e).split('. ')[0])
+        reason = f'no corpus from {url}: ' + (e.cause if isinstance(e, CorpusDownloadError)
+                                              else f'{type(e).__name__}: {e}')
     else:
         files = sorted((folder / president).glob('*.txt'))
         if not files:
             arrived = sorted(p.name for p in folder.iterdir() if p.is_dir())
             raise ValueError(f'The corpus in {folder} has no speeches of {president!r}; it holds: '
-                             f'{", ".join(arrived) or "nothing"}. Pick one of those, or delete the '
-                             f'folder and point PRESIDENTIAL_CORPUS_URL at the full corpus.')
-        text = ' '.join(preprocess_speech(f) for f in files)
+                             f'{", ".join(arrived) or "nothing"}. Pick one of those, or move the '
+                             f'folder aside and point PRESIDENTIAL_CORPUS_URL at the full corpus.')
+        cleaned = [preprocess_speech(f) for f in files]
+        text = ' '.join(cleaned)
+        empty = [f.name for f, t in zip(files, cleaned) if not t.strip()]
+        if empty or len(text) < 100:
+            warnings.warn(f'The speeches of {president} in {folder / president} clean to only '
+                          f'{len(text):,} characters; {len(empty)} of {len(files)} files clean to '
+                          f'nothing ({", ".join(empty[:5])}{" ..." if len(empty) > 5 else ""}). '
+                          f'Each file should start with its two header lines (<title=...>, '
+                          f'<date=...>), then the speech on lines of its own.', stacklevel=2)
         print(f'Source: Grammar Lab corpus ({os.path.relpath(folder)}): {len(files)} speeches of {president}, '
               f'{len(text):,} characters.')
         return SpeechText(text, 'corpus', president, len(files))
@@ -446,6 +530,8 @@ class CharVocab:
     """
 
     def __init__(self, text):
+        if not text:
+            raise ValueError('CharVocab needs a text with at least one character, got an empty one')
         self.itos = sorted(set(text))
         self.stoi = {c: i for i, c in enumerate(self.itos)}
         self._lut = None
@@ -472,8 +558,16 @@ class CharVocab:
         return self._lut[codes]
 
     def decode(self, ids):
-        """The string of the indices ``ids`` (any iterable of ints, or a tensor/array)."""
-        return ''.join(self.itos[int(i)] for i in ids)
+        """The string of the indices ``ids`` (any iterable of ints, or a tensor/array); an id
+        that is not a whole number from 0 to ``len(self) - 1`` raises ``ValueError``."""
+        out = []
+        for i in (ids.tolist() if hasattr(ids, 'tolist') else ids):
+            if isinstance(i, bool) or not isinstance(i, numbers.Real) or i != int(i) \
+                    or not 0 <= i < len(self.itos):
+                raise ValueError(f'decode: {i!r} is not an index of this vocabulary (whole numbers '
+                                 f'from 0 to {len(self.itos) - 1})')
+            out.append(self.itos[int(i)])
+        return ''.join(out)
 
 
 def unigram_loss(ids):
@@ -637,6 +731,27 @@ class LanguageModelData:
 
 # ----------------------------------------------------------------------------- training
 
+def _available_devices():
+    found = ['cpu'] + [f'cuda:{i}' for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
+        found.append('mps')
+    return found
+
+
+def _check_device_available(dev, what):
+    dev = torch.device(dev)
+    if dev.type == 'cpu':
+        return dev
+    ok = (dev.type == 'cuda' and torch.cuda.is_available()
+          and (dev.index is None or dev.index < torch.cuda.device_count())) or \
+         (dev.type == 'mps' and getattr(torch.backends, 'mps', None) is not None
+          and torch.backends.mps.is_available())
+    if not ok:
+        raise RuntimeError(f'{what}: the device {dev} is not available here; this machine has: '
+                           f'{", ".join(_available_devices())}.')
+    return dev
+
+
 def _pick_device():
     wanted = os.environ.get('PRESIDENTIAL_DEVICE', '').strip().lower()
     if wanted:
@@ -645,18 +760,45 @@ def _pick_device():
         except RuntimeError as e:
             raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r} is not a device: use cpu, cuda or '
                              f'cuda:N, or unset it') from e
-        if dev.type == 'cuda' and not torch.cuda.is_available():
-            raise RuntimeError(f'PRESIDENTIAL_DEVICE={wanted} but CUDA is not available here; '
-                               f'unset it or use PRESIDENTIAL_DEVICE=cpu')
         if dev.type not in ('cpu', 'cuda', 'mps'):
-            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r}: the notebooks run on cpu or cuda')
-        return dev
+            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r}: the notebooks run on cpu, cuda or mps')
+        return _check_device_available(dev, f'PRESIDENTIAL_DEVICE={wanted}')
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
 
 #: Where models and batches go: CUDA when available, else the CPU. ``PRESIDENTIAL_DEVICE=cpu``
 #: forces the CPU.
 device = _pick_device()
+
+
+#: In the 'tiny' configuration every text is cut to this many characters.
+TINY_CHARS = 60_000
+
+
+def configuration():
+    """Which configuration the notebooks run, from ``PRESIDENTIAL_FULL_CONFIG`` and the device.
+
+    * ``'full'``: the original's sizes, schedules and grids; the default on CUDA, and what
+      ``PRESIDENTIAL_FULL_CONFIG=1`` asks for on any device (hours on a laptop CPU).
+    * ``'cpu'``: reduced sizes that finish in minutes on a laptop CPU; the default elsewhere,
+      and what ``PRESIDENTIAL_FULL_CONFIG=0`` asks for on a GPU too.
+    * ``'tiny'`` (``PRESIDENTIAL_FULL_CONFIG=tiny``): the full configuration's code path, its
+      layers, grids and branches, with every text cut to :data:`TINY_CHARS` characters and
+      epochs and sample counts cut to a minimum, so that CI runs in minutes each line a reader
+      with a GPU meets. Its figures mean nothing: the notebooks check only that it runs.
+    """
+    value = os.environ.get('PRESIDENTIAL_FULL_CONFIG', '').strip().lower()
+    if value == 'tiny':
+        return 'tiny'
+    if value in ('1', 'true', 'yes', 'on', 'full'):
+        return 'full'
+    if value in ('0', 'false', 'no', 'off', 'cpu'):
+        return 'cpu'
+    if value:
+        raise ValueError(f'PRESIDENTIAL_FULL_CONFIG={value!r}: use 1 (the original\'s '
+                         f'configuration), 0 (the reduced CPU one) or tiny (the full one\'s code '
+                         f'at a tiny size), or unset it')
+    return 'full' if device.type == 'cuda' else 'cpu'
 
 
 def progress_enabled():
@@ -709,11 +851,15 @@ def original_sgdr_schedule(opt, batches_per_epoch, cycle_mult=2, warmup=1 / 20):
 
 def save_checkpoint(obj, path):
     """``torch.save`` to ``path`` atomically: a temporary file beside it, then one rename, so a
-    kill during the save leaves the previous checkpoint intact."""
+    kill during the save leaves the previous checkpoint intact. The file gets the mode a plain
+    ``torch.save`` would give it (0666 less the umask), not the temporary file's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, 'wb') as fh:
             torch.save(obj, fh)
             fh.flush()
@@ -726,16 +872,35 @@ def save_checkpoint(obj, path):
 
 
 def load_checkpoint(path, map_location='cpu'):
-    """``torch.load(path, weights_only=True)``; a damaged or truncated file raises an error
-    that names it and says to delete it."""
+    """``torch.load(path, map_location=..., weights_only=True)``, with errors that say what is
+    wrong and lose nothing: a file of pickled objects (a whole module saved with
+    ``torch.save(model)``, numpy arrays) is "not a plain checkpoint"; a device this machine lacks
+    is named with the ones it has; only a file that cannot be read at all is "damaged", and then
+    the advice is to move it aside. A missing file raises ``FileNotFoundError``."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'No checkpoint at {path}' + (' (it is a folder)' if path.is_dir() else ''))
+    if isinstance(map_location, (str, torch.device)):
+        _check_device_available(map_location, f'load_checkpoint({path.name!r}, map_location={str(map_location)!r})')
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
     except Exception as e:
-        raise RuntimeError(f'Could not load the checkpoint {path} ({type(e).__name__}: {e}). '
-                           f'It is damaged or incomplete: delete it and train again.') from e
+        message = str(e)
+        if 'Weights only load failed' in message:
+            raise RuntimeError(
+                f'{path} is not a plain checkpoint: it holds pickled Python objects (a module saved '
+                f'with torch.save(model), numpy arrays, ...), which weights_only=True refuses. If you '
+                f'trust where it came from, load it yourself with torch.load(path, '
+                f'weights_only=False); the series saves plain dicts of tensors, numbers and '
+                f'strings.') from e
+        if 'deserialize object on' in message or 'device' in message.lower():
+            raise RuntimeError(
+                f'{path} holds tensors saved on a device this machine lacks ({message.split(". ")[0]}). '
+                f'Pass map_location="cpu" (this machine has: {", ".join(_available_devices())}).') from e
+        raise RuntimeError(
+            f'Could not read the checkpoint {path} ({type(e).__name__}: {message.split(". ")[0][:200]}): it is '
+            f'damaged or incomplete (a save cut short?). Move it aside (e.g. mv "{path}" '
+            f'"{path}.damaged") and train again, or restore it from a copy.') from e
 
 
 @dataclass
@@ -784,6 +949,9 @@ def evaluate(model, loader, loss_fn, amp_dtype=None):
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             total += loss_fn(model(x), y).float().item() * y.numel()
             count += y.numel()
+    if count == 0:
+        raise ValueError('evaluate: the loader gave no targets, so there is no loss to average '
+                         '(is the validation set empty?)')
     return total / count
 
 
@@ -817,6 +985,7 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
     """
     from tqdm.auto import tqdm
 
+    _check_int('epochs', epochs, low=0)
     history = History() if history is None else history
     dev = next(model.parameters()).device
     beta = 0.98
@@ -909,9 +1078,23 @@ def plot_losses(histories, ax=None, ylabel='loss (nats per character)'):
 # ----------------------------------------------------------------------------- generation
 
 def _check_temperature(temperature):
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+    """``temperature`` as a float: any real number type (int, float, numpy, a one-element
+    tensor) that is finite and above 0."""
+    value = None
+    if torch.is_tensor(temperature) and temperature.numel() == 1 and temperature.dtype != torch.bool:
+        value = float(temperature)
+    elif isinstance(temperature, (numbers.Real, np.number)) and not isinstance(temperature, (bool, np.bool_)):
+        value = float(temperature)
+    if value is None or not math.isfinite(value) or value <= 0:
         raise ValueError(f'temperature must be a finite number above 0 (1 samples the model as it '
                          f'is, below 1 is more conservative), got {temperature!r}')
+    return value
+
+
+def _check_output_size(log_probs, vocab):
+    if log_probs.shape[-1] != len(vocab):
+        raise ValueError(f'The model predicts {log_probs.shape[-1]} characters but the vocabulary '
+                         f'has {len(vocab)}: use the vocabulary the model was trained with.')
 
 
 def get_next(model, vocab, text, generator=None, temperature=1.0):
@@ -921,7 +1104,7 @@ def get_next(model, vocab, text, generator=None, temperature=1.0):
     shape (1, vocab) or, for models that predict at every position, (1, len, vocab); then
     the last position is used. ``temperature`` < 1 sharpens the distribution, > 1 flattens it.
     """
-    _check_temperature(temperature)
+    temperature = _check_temperature(temperature)
     if not text:
         raise ValueError('text is empty: give the model at least one character to read')
     model.eval()
@@ -932,7 +1115,14 @@ def get_next(model, vocab, text, generator=None, temperature=1.0):
         logp = model(x)
     if logp.dim() == 3:
         logp = logp[:, -1]
-    probs = torch.softmax(logp[0].float().cpu() / temperature, dim=-1)
+    _check_output_size(logp, vocab)
+    logits = logp[0].float().cpu()
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if not torch.isfinite(probs).all():
+        # a temperature so small that the division overflows: in float64, shifted so that the
+        # largest is 0, it gives 0 and -inf, all the mass on the likeliest character
+        shifted = logits.double() - logits.double().max()
+        probs = torch.softmax(shifted / temperature, dim=-1).float()
     idx = int(torch.multinomial(probs, 1, generator=generator))
     return vocab.itos[idx], float(probs[idx])
 
@@ -995,6 +1185,7 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
     with torch.inference_mode():
         x = torch.from_numpy(vocab.encode(prompt)).unsqueeze(0).to(dev)
         logp, h = model.run(x, None)
+        _check_output_size(logp, vocab)
         last = logp[:, -1].float()                                # (beams, vocab)
         scores = torch.zeros(1, device=dev)                       # summed log-probs
         texts = [prompt]

@@ -2,6 +2,7 @@
 import io
 import sys
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +34,20 @@ def corpus_zip():
     return make_zip({f'{folder}/obama/obama_speeches_001.txt': SPEECH.replace('Thank', 'Second'),
                      f'{folder}/obama/obama_speeches_000.txt': SPEECH,
                      f'{folder}/lincoln/lincoln_speeches_000.txt': SPEECH})
+
+
+def trickling(content_length, n_bytes, pause=0.3):
+    """A route that promises ``content_length`` bytes, then sends one every ``pause`` seconds,
+    ``n_bytes`` in all: it never trips a read timeout, only a deadline."""
+    def route(handler):
+        handler.send_response(200)
+        handler.send_header('Content-Length', str(content_length))
+        handler.end_headers()
+        for _ in range(n_bytes):
+            handler.wfile.write(b'.')
+            handler.wfile.flush()
+            time.sleep(pause)
+    return route
 
 
 class Server:

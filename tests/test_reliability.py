@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import utils
-from conftest import ROOT, SPEECH, corpus_zip, make_zip
+from conftest import ROOT, SPEECH, corpus_zip, make_zip, trickling
 from test_corpus import leftovers
 from test_training import Tiny, tiny_data
 
@@ -131,16 +131,7 @@ def test_unreachable_page_does_not_stop_the_download(server, tmp_path, refused_u
 
 
 def test_trickling_server_meets_the_deadline(server, tmp_path):
-    def trickle(handler):
-        handler.send_response(200)
-        handler.send_header('Content-Length', '100000')
-        handler.end_headers()
-        for _ in range(100):
-            handler.wfile.write(b'x')
-            handler.wfile.flush()
-            time.sleep(0.3)
-
-    server.routes['/slow.zip'] = trickle
+    server.routes['/slow.zip'] = trickling(100000, 100)
     start = time.monotonic()
     with pytest.raises(utils.CorpusDownloadError, match='deadline'):
         utils.get_data(server.url('/slow.zip'), tmp_path, deadline=1.5, timeout=(2, 2))
@@ -166,7 +157,7 @@ def test_a_speech_that_is_not_utf8_is_named(tmp_path):
     bad = tmp_path / FOLDER / 'obama' / 'obama_speeches_000.txt'
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b'<title>\n<date>\nna\xefve caf\xe9 text\n')
-    with pytest.raises(ValueError, match=r'obama_speeches_000.txt is not UTF-8.*Delete the folder'):
+    with pytest.raises(ValueError, match=r'obama_speeches_000.txt is not UTF-8.*Move the folder .* aside'):
         utils.preprocess_speech(bad)
 
 
@@ -296,8 +287,9 @@ def test_a_damaged_checkpoint_is_named(tmp_path):
     path = tmp_path / 'cut.pt'
     utils.save_checkpoint({'w': torch.ones(1000)}, path)
     path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(RuntimeError, match='cut.pt.*delete it'):
+    with pytest.raises(RuntimeError, match='cut.pt.*damaged or incomplete.*Move it aside') as e:
         utils.load_checkpoint(path)
+    assert 'delete' not in str(e.value).lower()
 
 
 @pytest.mark.parametrize('value, on', [('0', False), ('False', False), ('OFF', False), (' 0', False),
@@ -305,6 +297,21 @@ def test_a_damaged_checkpoint_is_named(tmp_path):
 def test_progress_variable_is_lenient(monkeypatch, value, on):
     monkeypatch.setenv('PRESIDENTIAL_PROGRESS', value)
     assert utils.progress_enabled() is on
+
+
+@pytest.mark.parametrize('value, cuda, expected', [
+    ('', False, 'cpu'), ('', True, 'full'), ('1', False, 'full'), (' Yes ', False, 'full'),
+    ('0', True, 'cpu'), ('off', True, 'cpu'), ('tiny', False, 'tiny'), ('TINY', True, 'tiny')])
+def test_the_configuration_follows_the_variable_and_the_device(monkeypatch, value, cuda, expected):
+    monkeypatch.setenv('PRESIDENTIAL_FULL_CONFIG', value)
+    monkeypatch.setattr(utils, 'device', torch.device('cuda' if cuda else 'cpu'))
+    assert utils.configuration() == expected
+
+
+def test_a_bad_configuration_variable_is_named(monkeypatch):
+    monkeypatch.setenv('PRESIDENTIAL_FULL_CONFIG', 'fast')
+    with pytest.raises(ValueError, match="PRESIDENTIAL_FULL_CONFIG='fast': use 1 .* 0 .* or tiny"):
+        utils.configuration()
 
 
 def test_a_bad_device_variable_is_named():

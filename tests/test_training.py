@@ -193,7 +193,8 @@ def test_device_env(monkeypatch):
     assert utils._pick_device() == torch.device('cpu')
     if not torch.cuda.is_available():
         monkeypatch.setenv('PRESIDENTIAL_DEVICE', 'cuda')
-        with pytest.raises(RuntimeError, match='PRESIDENTIAL_DEVICE=cpu'):
+        with pytest.raises(RuntimeError, match='PRESIDENTIAL_DEVICE=cuda: the device cuda is not '
+                                               'available here; this machine has: cpu'):
             utils._pick_device()
 
 
