@@ -349,6 +349,10 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline):
                     print(f'(the corpus page {page} did not answer: {type(e).__name__}; '
                           f'trying the download link anyway)')
             for attempt in range(retries + 1):
+                if time.monotonic() > end:        # the page visit or the earlier tries used it up
+                    raise CorpusDownloadError(
+                        f'The download from {url} passed its deadline of {deadline} s before it '
+                        f'could start. {_remedy(url, dest)}', cause=f'the deadline of {deadline} s passed')
                 try:
                     with open(zip_path, 'wb') as fh:
                         _stream_to(session, url, fh, timeout, end,

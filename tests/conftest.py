@@ -43,10 +43,13 @@ def trickling(content_length, n_bytes, pause=0.3):
         handler.send_response(200)
         handler.send_header('Content-Length', str(content_length))
         handler.end_headers()
-        for _ in range(n_bytes):
-            handler.wfile.write(b'.')
-            handler.wfile.flush()
-            time.sleep(pause)
+        try:
+            for _ in range(n_bytes):
+                handler.wfile.write(b'.')
+                handler.wfile.flush()
+                time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            pass                          # the client gave up, as it should
     return route
 
 

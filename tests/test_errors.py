@@ -117,10 +117,11 @@ def test_the_deadline_covers_the_visit_to_the_page(server, tmp_path):
     server.routes['/page'] = trickling(1000, 60)
     server.routes['/c.zip'] = (200, corpus_zip(), {})
     start = time.monotonic()
-    with pytest.raises(utils.CorpusDownloadError):
+    with pytest.raises(utils.CorpusDownloadError, match='passed its deadline of 2 s'):
         utils.get_data(server.url('/c.zip'), tmp_path, page=server.url('/page'), deadline=2,
                        timeout=(1, 1))
-    assert time.monotonic() - start < 6            # not the page's 18 seconds
+    assert time.monotonic() - start < 10           # not the page's 18 seconds
+    assert server.requests == ['/page']            # no download started after the deadline
 
 
 # ----------------------------------------------------------------------------- sizes and values

@@ -15,7 +15,9 @@ NB03 = Path(__file__).resolve().parents[1] / 'notebooks' / '03_talk_like_the_pre
 
 def notebook_namespace(path, names):
     """Execute the code cells of ``path`` that define any of ``names`` (classes or functions)."""
-    ns = {'torch': torch, 'nn': nn, 'F': F}
+    import numpy as np
+    import utils
+    ns = {'torch': torch, 'nn': nn, 'F': F, 'np': np, 'LanguageModelLoader': utils.LanguageModelLoader}
     for cell in json.loads(path.read_text())['cells']:
         src = ''.join(cell['source'])
         if cell['cell_type'] == 'code' and any(f'class {n}(' in src or f'def {n}(' in src
@@ -72,3 +74,59 @@ def test_passage_losses_score_each_passage_from_a_fresh_state():
         with torch.no_grad():
             expected = utils.seq_nll(model(p[:, :-1]), p[:, 1:])
         assert losses[k].item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_the_lstm_step_from_its_equations_is_nn_lstm():
+    ns = notebook_namespace(NB03, ['lstm_step'])
+    torch.manual_seed(1)
+    reference = nn.LSTM(5, 7, batch_first=True)
+    x = torch.randn(2, 6, 5)
+    expected, (_, c_last) = reference(x)
+    h = c = torch.zeros(2, 7)
+    with torch.no_grad():
+        for t in range(6):
+            h, c = ns['lstm_step'](x[:, t], h, c, reference.weight_ih_l0, reference.weight_hh_l0,
+                                   reference.bias_ih_l0, reference.bias_hh_l0)
+            assert torch.allclose(h, expected[:, t], atol=1e-6)
+    assert torch.allclose(c, c_last[0], atol=1e-6)
+
+
+@pytest.mark.parametrize('cell', ['CharSeqStatefulRNN', 'CharLSTM'])
+def test_the_teaching_beam_search_finds_what_utils_finds(cell):
+    import numpy as np
+    import utils
+    ns = notebook_namespace(NB03, ['CharSeqStatefulRNN', '_detach', '_batch_size', 'CharLSTM',
+                                   'beam_search_by_hand'])
+    torch.manual_seed(0)
+    model = ns[cell](6, 3, 8) if cell == 'CharSeqStatefulRNN' else ns[cell](6, 3, 8, 2, 0.0)
+    vocab = utils.CharVocab('abcdef')
+    by_hand = ns['beam_search_by_hand'](model, vocab, 'ab', 7, beam_size=4)
+    by_utils = utils.beam_search(model, vocab, 'ab', 7, beam_size=4)
+    assert len(by_hand) == 4 and [t for t, _ in by_hand] == [t for t, _ in by_utils]
+    assert np.allclose([s for _, s in by_hand], [s for _, s in by_utils], atol=1e-5)
+
+
+def test_per_character_losses_split_evaluate_into_its_characters():
+    import numpy as np
+    import utils
+    ns = notebook_namespace(NB03, ['per_character_losses'])
+
+    class Fixed(nn.Module):           # the same distribution whatever it reads
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.arange(6.0))
+
+        def reset(self):
+            pass
+
+        def forward(self, x):
+            return F.log_softmax(self.w, 0).expand(*x.shape, 6)
+
+    ids = np.random.default_rng(0).integers(0, 6, 203)
+    positions, losses = ns['per_character_losses'](Fixed(), ids, 4, 7, torch.device('cpu'))
+    n = 203 // 4
+    assert sorted(positions) == [r * n + j for r in range(4) for j in range(1, n)]   # every target once
+    expected = -F.log_softmax(torch.arange(6.0), 0).numpy()[ids[positions]]
+    assert np.allclose(losses, expected, atol=1e-6)                 # each loss is its own character's
+    assert losses.mean() == pytest.approx(
+        utils.evaluate(Fixed(), utils.LanguageModelLoader(ids, 4, 7), utils.seq_nll), abs=1e-6)
