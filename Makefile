@@ -11,7 +11,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 # notebooks executed by make never show progress bars (they would land in the outputs)
 export PRESIDENTIAL_PROGRESS := 0
 
-.PHONY: setup run offline test unit refresh bench images clean full-lstm full-gru full-tiny
+.PHONY: setup run offline tiny test unit refresh bench images clean full-lstm full-gru full-tiny
 
 setup: $(STAMP)
 
@@ -36,6 +36,13 @@ offline: $(STAMP)
 	data=$$(mktemp -d) && \
 	PRESIDENTIAL_CORPUS_URL=http://127.0.0.1:9/presidential_speeches.zip PRESIDENTIAL_DATA_DIR=$$data \
 	  $(MAKE) run BUILD=build/offline; status=$$?; rm -rf $$data; exit $$status
+
+# The notebooks with a full (GPU) configuration, run as a GPU reader would run them but at a
+# tiny size (PRESIDENTIAL_FULL_CONFIG=tiny, see utils.configuration), into build/tiny: CI runs
+# it so that no line of the full configuration goes untested.
+FULL_CONFIG_NOTEBOOKS := $(shell grep -l 'configuration()' $(NOTEBOOKS))
+tiny: $(STAMP)
+	PRESIDENTIAL_FULL_CONFIG=tiny $(MAKE) run BUILD=build/tiny NOTEBOOKS="$(FULL_CONFIG_NOTEBOOKS)"
 
 # The original's 3 x 512 LSTM (and the GRU) of notebook 03, 31 epochs, resumable: see README.
 full-lstm: $(STAMP)
