@@ -108,6 +108,10 @@ def _in_words(e):
     return found[-1].strip() if found else type(e).__name__
 
 
+#: The errors of a disk or folder, not of the data: no space, no permission, read-only.
+_DISK_ERRNOS = (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 def _disk_error(e, url, dest):
     """A ``CorpusDownloadError`` for an ``OSError`` met while writing into ``dest``."""
     if e.errno == errno.ENOSPC:
@@ -178,46 +182,41 @@ def _check_zip_entries(zf, url, dest):
             f'{_remedy(url, dest)}')
 
 
+@contextlib.contextmanager
+def _until(deadline, response, what):
+    """Close the streaming ``response`` when ``deadline`` (a ``time.monotonic()`` value) passes:
+    a server that trickles a byte now and then never trips the read timeout, and closing ends
+    the read. An error raised after the deadline becomes a ``CorpusDownloadError`` naming
+    ``what`` passed it."""
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _abort, (response,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield
+    except Exception as e:
+        if time.monotonic() > deadline:
+            raise CorpusDownloadError(f'{what} passed its deadline ({type(e).__name__}).') from e
+        raise
+    finally:
+        watchdog.cancel()
+
+
 def _stream_to(session, url, fh, timeout, deadline, progress, referer=None):
     """Write the body of ``url`` to the open file ``fh``; return the number of bytes.
     ``deadline`` is a ``time.monotonic()`` value after which the download is abandoned."""
     headers = {'Referer': referer} if referer else {}
-    with session.get(url, stream=True, timeout=timeout, headers=headers) as r:
-        # a server that trickles a byte now and then never trips the read timeout: close the
-        # response when the deadline passes, which ends the read below
-        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _abort, (r,))
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            return _write_body(r, url, fh, progress)
-        except Exception as e:
-            if time.monotonic() > deadline:
-                raise CorpusDownloadError(
-                    f'The download from {url} passed its deadline ({type(e).__name__}).') from e
-            raise
-        finally:
-            watchdog.cancel()
+    with session.get(url, stream=True, timeout=timeout, headers=headers) as r, \
+            _until(deadline, r, f'The download from {url}'):
+        return _write_body(r, url, fh, progress)
 
 
 def _visit(session, page, timeout, deadline):
     """Open ``page`` (for its cookie) and read it to its end, inside the download's deadline:
     a page that trickles is cut off when the deadline passes, as the download would be."""
-    with session.get(page, stream=True, timeout=timeout) as r:
-        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _abort, (r,))
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            for _ in r.iter_content(chunk_size=1 << 14):
-                if time.monotonic() > deadline:
-                    break
-        except Exception as e:
-            if time.monotonic() > deadline:
-                raise CorpusDownloadError(f'The visit to {page} passed the deadline.') from e
-            raise
-        finally:
-            watchdog.cancel()
-        if time.monotonic() > deadline:
-            raise CorpusDownloadError(f'The visit to {page} passed the deadline.')
+    with session.get(page, stream=True, timeout=timeout) as r, \
+            _until(deadline, r, f'The visit to {page}'):
+        for _ in r.iter_content(chunk_size=1 << 14):
+            pass
 
 
 def _abort(response):
@@ -387,7 +386,7 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline):
                 raise CorpusDownloadError(
                     f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
             except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS):
+                if e.errno in _DISK_ERRNOS:
                     raise _disk_error(e, url, dest) from e
                 raise CorpusDownloadError(
                     f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
