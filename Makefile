@@ -22,20 +22,26 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 # Execute every notebook, in order, into $(BUILD) (.ipynb and .html); the committed ones stay untouched.
+# JOBS=2 runs two notebooks at a time with one thread each (CI does, for its extra passes): two
+# processes with two threads each on two cores would fight over them.
 BUILD ?= build
+JOBS ?= 1
 run: $(STAMP)
 	mkdir -p $(BUILD)
-	for nb in $(NOTEBOOKS); do \
-	  $(PY) -m jupyter nbconvert --to notebook --execute --output-dir $(BUILD) "$$nb" || exit 1; \
-	  $(PY) -m jupyter nbconvert --to html --output-dir $(BUILD) "$(BUILD)/$$(basename $$nb)" || exit 1; \
-	done
+	printf '%s\n' $(NOTEBOOKS) | $(if $(filter-out 1,$(JOBS)),OMP_NUM_THREADS=1 MKL_NUM_THREADS=1) \
+	  xargs -P $(JOBS) -I{} sh -c '$(PY) -m jupyter nbconvert --to notebook --execute --output-dir $(BUILD) "{}" && \
+	    $(PY) -m jupyter nbconvert --to html --output-dir $(BUILD) "$(BUILD)/$$(basename "{}")"'
 
-# The same on the offline fallback, as a reader without a network gets it: an empty data
-# folder and a corpus address where nothing answers (port 9 on this machine), into build/offline.
+# The notebooks that load speeches: only they change on the offline fallback (02 and 05 load
+# no corpus, so a second pass over them would repeat the first exactly).
+CORPUS_NOTEBOOKS := $(shell grep -l 'load_speeches' $(NOTEBOOKS))
+
+# Those notebooks on the offline fallback, as a reader without a network gets them: an empty
+# data folder and a corpus address where nothing answers (port 9 on this machine), into build/offline.
 offline: $(STAMP)
 	data=$$(mktemp -d) && \
 	PRESIDENTIAL_CORPUS_URL=http://127.0.0.1:9/presidential_speeches.zip PRESIDENTIAL_DATA_DIR=$$data \
-	  $(MAKE) run BUILD=build/offline; status=$$?; rm -rf $$data; exit $$status
+	  $(MAKE) run BUILD=build/offline NOTEBOOKS="$(CORPUS_NOTEBOOKS)"; status=$$?; rm -rf $$data; exit $$status
 
 # The notebooks with a full (GPU) configuration, run as a GPU reader would run them but at a
 # tiny size (PRESIDENTIAL_FULL_CONFIG=tiny, see utils.configuration), into build/tiny: CI runs
@@ -53,9 +59,11 @@ full-gru: $(STAMP)
 full-tiny: $(STAMP)
 	$(PY) train_full.py lstm --tiny && $(PY) train_full.py gru --tiny
 
-# Unit tests, then every notebook under nbval.
+# Unit tests and every notebook under nbval, two test files or notebooks at a time (pytest-xdist;
+# one thread each, see conftest.py); TEST_JOBS=0 runs them one after another with torch's threads.
+TEST_JOBS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadscope)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests

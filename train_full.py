@@ -368,6 +368,21 @@ def ship(cell, model, history, record, vocab, valid_ids, config, path):
     return shipped_valid
 
 
+
+def load_shipped(path, device='cpu'):
+    """A checkpoint written by :func:`ship` (``models/<cell>_3x512.pt``), ready to evaluate:
+    returns ``(model, checkpoint)``, the model of the checkpoint's cell built from its
+    configuration and vocabulary, its fp16 weights cast to fp32, on ``device``."""
+    checkpoint = load_checkpoint(path)
+    if (not isinstance(checkpoint, dict) or checkpoint.get('cell') not in CELLS
+            or 'valid_loss_shipped_weights' not in checkpoint):
+        raise ValueError(f'{path} is not a checkpoint shipped by train_full.py (models/<cell>_3x512.pt); '
+                         f'a state file of a run is resumed by train_full.py instead')
+    model = build_model(checkpoint['cell'], len(checkpoint['vocab']), checkpoint['config'])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                           for k, v in checkpoint['model'].items()})
+    return model.to(device).eval(), checkpoint
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('cell', choices=sorted(CELLS))

@@ -1040,6 +1040,27 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
     return history
 
 
+
+def per_character_losses(model, ids, bs, bptt):
+    """The loss of every character of ``ids`` that a stateful model predicts when it reads them
+    as :func:`evaluate` does (``bs`` rows, the state carried from batch to batch, reset first):
+    returns ``(positions, losses)``, the position in ``ids`` of each predicted character and
+    its loss in nats. Their mean is ``evaluate``'s figure; split up, it shows which characters
+    (or speeches) are hard. Every character but the first of each row is predicted."""
+    loader = LanguageModelLoader(ids, bs, bptt)
+    model.eval()
+    _reset_state(model)
+    dev = next(model.parameters()).device
+    chunks = []
+    with torch.inference_mode():
+        for x, y in loader:
+            log_probs = model(x.to(dev))
+            chunks.append(-log_probs.gather(2, y.to(dev)[..., None])[..., 0].float().cpu())
+    losses = torch.cat(chunks, dim=1)                                  # (bs, characters per row - 1)
+    n = loader.data.shape[1]
+    positions = np.arange(bs)[:, None] * n + np.arange(1, n)[None, :]  # row r holds ids[r * n:(r + 1) * n]
+    return positions.ravel(), losses.numpy().ravel()
+
 def smooth(values, beta=0.98):
     """Debiased exponential moving average of a sequence (how ``fit`` smooths train losses)."""
     out, avg = [], 0.0
@@ -1220,7 +1241,7 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
 # ----------------------------------------------------------------------------- shared models
 
 class CalculatorWithNonlinearities(torch.nn.Module):
-    """Notebook 02's second calculator, reused by notebook 04: each character of a sum such as
+    """Notebook 02's second calculator, reused by notebook 05: each character of a sum such as
     ``'3+4'`` is embedded in ``n_fac`` numbers, lifted to the hidden size by ``l_in``, and the
     hidden state goes through tanh at every step; one number comes out.
     (batch, n_chars) indices -> (batch, 1)."""

@@ -189,6 +189,19 @@ def test_shipped_checkpoint_loads_weights_only_and_reproduces_its_loss(tmp_path)
     assert loss == pytest.approx(recorded, abs=1e-6) and ck['valid_loss_shipped_weights'] == recorded
     assert abs(recorded - history.valid_loss[-1]) < 0.01     # fp16 rounding costs next to nothing
 
+    loaded, checkpoint = train_full.load_shipped(path)
+    assert isinstance(loaded, train_full.CharLSTM) and not loaded.training
+    assert checkpoint['valid_loss_shipped_weights'] == recorded
+    loss = utils.evaluate(loaded, utils.LanguageModelLoader(valid_ids, CONFIG['bs'], CONFIG['bptt']),
+                          utils.seq_nll)
+    assert loss == pytest.approx(recorded, abs=1e-6)
+
+
+def test_load_shipped_refuses_a_run_state_by_name(tmp_path):
+    _train(tmp_path / 's.pt')
+    with pytest.raises(ValueError, match=r'not a checkpoint shipped by train_full.py.*resumed by train_full.py'):
+        train_full.load_shipped(tmp_path / 's.pt')
+
 
 def test_original_sgdr_schedule_warms_up_then_restarts():
     nb = 174

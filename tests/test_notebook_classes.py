@@ -15,9 +15,11 @@ NB03 = Path(__file__).resolve().parents[1] / 'notebooks' / '03_talk_like_the_pre
 
 def notebook_namespace(path, names):
     """Execute the code cells of ``path`` that define any of ``names`` (classes or functions)."""
+    import math
     import numpy as np
     import utils
-    ns = {'torch': torch, 'nn': nn, 'F': F, 'np': np, 'LanguageModelLoader': utils.LanguageModelLoader}
+    ns = {'torch': torch, 'nn': nn, 'F': F, 'np': np, 'math': math, 'seq_nll': utils.seq_nll,
+          'LanguageModelLoader': utils.LanguageModelLoader}
     for cell in json.loads(path.read_text())['cells']:
         src = ''.join(cell['source'])
         if cell['cell_type'] == 'code' and any(f'class {n}(' in src or f'def {n}(' in src
@@ -43,12 +45,12 @@ def test_train_full_models_are_notebook_03s(cell):
     assert torch.equal(ours.run(x, None)[0], script.run(x, None)[0])
 
 
-NB04 = NB03.with_name('04_fun_things_to_try.ipynb')
-NB05 = NB03.with_name('05_talk_like_any_president.ipynb')
+NB05 = NB03.with_name('05_calculators_and_counting.ipynb')
+NB06 = NB03.with_name('06_talk_like_any_president.ipynb')
 
 
 def test_reset_strings_count_the_ones_after_the_reset():
-    ns = notebook_namespace(NB04, ['strings_with_reset', 'bit_strings'])
+    ns = notebook_namespace(NB05, ['strings_with_reset', 'bit_strings'])
     x, counts = ns['strings_with_reset'](20, 200, seed=3)
     assert x.shape == (200, 20, 2) and counts.shape == (200,)
     for row, count in zip(x, counts):
@@ -60,7 +62,7 @@ def test_reset_strings_count_the_ones_after_the_reset():
 
 
 def test_passage_losses_score_each_passage_from_a_fresh_state():
-    ns = notebook_namespace(NB05, ['OneLayerCharLSTM', 'passage_losses'])
+    ns = notebook_namespace(NB06, ['OneLayerCharLSTM', 'passage_losses'])
     import numpy as np
     import utils
     torch.manual_seed(0)
@@ -109,7 +111,6 @@ def test_the_teaching_beam_search_finds_what_utils_finds(cell):
 def test_per_character_losses_split_evaluate_into_its_characters():
     import numpy as np
     import utils
-    ns = notebook_namespace(NB03, ['per_character_losses'])
 
     class Fixed(nn.Module):           # the same distribution whatever it reads
         def __init__(self):
@@ -123,10 +124,109 @@ def test_per_character_losses_split_evaluate_into_its_characters():
             return F.log_softmax(self.w, 0).expand(*x.shape, 6)
 
     ids = np.random.default_rng(0).integers(0, 6, 203)
-    positions, losses = ns['per_character_losses'](Fixed(), ids, 4, 7, torch.device('cpu'))
+    positions, losses = utils.per_character_losses(Fixed(), ids, 4, 7)
     n = 203 // 4
     assert sorted(positions) == [r * n + j for r in range(4) for j in range(1, n)]   # every target once
     expected = -F.log_softmax(torch.arange(6.0), 0).numpy()[ids[positions]]
     assert np.allclose(losses, expected, atol=1e-6)                 # each loss is its own character's
     assert losses.mean() == pytest.approx(
         utils.evaluate(Fixed(), utils.LanguageModelLoader(ids, 4, 7), utils.seq_nll), abs=1e-6)
+
+
+NB07 = NB03.with_name('07_a_character_transformer.ipynb')
+TRANSFORMER_PARTS = ['causal_attention', 'CausalSelfAttention', 'Block', 'CharTransformer', 'ScoredWindows',
+                     'RandomWindows', 'scored_nll', 'transformer_character_losses']
+
+
+def _transformer(ns, vocab_size=9, block_size=12, seed=0):
+    torch.manual_seed(seed)
+    return ns['CharTransformer'](vocab_size, n_embd=8, n_head=2, n_layer=2, block_size=block_size).eval()
+
+
+def test_the_transformer_never_looks_ahead():
+    ns = notebook_namespace(NB07, TRANSFORMER_PARTS)
+    model = _transformer(ns)
+    x = torch.randint(0, 9, (3, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = model(x)
+        for t in range(12):                           # change position t: outputs before t stay bit for bit
+            changed = x.clone()
+            changed[:, t] = (changed[:, t] + 1) % 9
+            new = model(changed)
+            assert torch.equal(new[:, :t], out[:, :t]) and not torch.equal(new[:, t:], out[:, t:])
+    assert torch.allclose(out.exp().sum(-1), torch.ones(3, 12), atol=1e-5)
+    with pytest.raises(ValueError, match='at most 12 characters'):
+        model(torch.zeros(1, 13, dtype=torch.long))
+
+
+def test_heads_attend_separately_as_by_hand():
+    ns = notebook_namespace(NB07, TRANSFORMER_PARTS)
+    torch.manual_seed(0)
+    attn, x = ns['CausalSelfAttention'](12, 3), torch.randn(2, 7, 12)
+    with torch.no_grad():
+        q, k, v = attn.qkv(x).split(12, dim=2)
+        heads = [ns['causal_attention'](*(t[..., 4 * h:4 * (h + 1)] for t in (q, k, v)))[0] for h in range(3)]
+        assert torch.allclose(attn(x), attn.proj(torch.cat(heads, -1)), atol=1e-6)
+    with pytest.raises(ValueError, match='multiple of n_head'):
+        ns['CausalSelfAttention'](10, 3)
+
+
+@pytest.mark.parametrize('n, block, stride', [(200, 16, 8), (201, 16, 8), (57, 16, 16), (30, 16, 5), (19, 17, 3)])
+def test_scored_windows_predict_every_character_once_with_its_context(n, block, stride):
+    import numpy as np
+    ns = notebook_namespace(NB07, TRANSFORMER_PARTS)
+    ids = np.arange(n) % 251                         # each id tells its position
+    windows = ns['ScoredWindows'](ids, block, stride, bs=3)
+    positions, seen = windows.positions(), []
+    for x, y in windows:
+        assert x.shape[1] == block and y.shape[1] <= x.shape[1]
+        # the targets are what follows the last y.shape[1] inputs, and every context is block long
+        assert torch.equal(y, x[:, -y.shape[1]:] + 1)
+        seen.append(y.reshape(-1))
+    assert sorted(positions) == list(range(1, n)) and len(positions) == n - 1
+    assert torch.equal(torch.cat(seen), torch.as_tensor(ids[positions]))
+    with pytest.raises(ValueError, match='stride'):
+        ns['ScoredWindows'](ids, block, block + 1)
+
+
+def test_transformer_losses_split_the_validation_loss_and_windows_are_seeded():
+    import numpy as np
+    import utils
+    ns = notebook_namespace(NB07, TRANSFORMER_PARTS)
+    model = _transformer(ns)
+    ids = np.random.default_rng(0).integers(0, 9, 100)
+    windows = ns['ScoredWindows'](ids, 12, 5, bs=4)
+    positions, losses = ns['transformer_character_losses'](model, windows)
+    assert losses.mean() == pytest.approx(utils.evaluate(model, windows, ns['scored_nll']), abs=1e-6)
+    with torch.no_grad():                            # the first window's losses, read in one pass
+        first = -model(torch.as_tensor(ids[None, :12]))[0].gather(1, torch.as_tensor(ids[1:13, None]))[:, 0]
+    assert np.allclose(losses[:12], first.numpy(), atol=1e-6) and list(positions[:12]) == list(range(1, 13))
+    a = [x for x, _ in ns['RandomWindows'](ids, 12, 4, 3, seed=5)]
+    b = list(ns['RandomWindows'](ids, 12, 4, 3, seed=5))
+    assert all(torch.equal(u, v) for u, (v, _) in zip(a, b)) and not torch.equal(a[0], a[1])
+    assert all(torch.equal(x[:, 1:], y[:, :-1]) for x, y in b)
+
+
+def test_beam_search_reads_a_transformer_through_its_run():
+    # breadth-first search over two steps scores every extension as one pass of the model does,
+    # also when the prompt is longer than the model's window (run keeps the last block_size)
+    import utils
+    ns = notebook_namespace(NB07, TRANSFORMER_PARTS)
+    vocab = utils.CharVocab('abcdefghi')
+    model = _transformer(ns, block_size=6)
+    for prompt in ('abc', 'abcdefghia'):
+        found = dict(utils.beam_search(model, vocab, prompt, 2))
+        assert len(found) == 81
+        for text in ['{}{}{}'.format(prompt, a, b) for a in 'aci' for b in 'bh']:
+            total = 0.0
+            with torch.no_grad():
+                for i in (len(prompt), len(prompt) + 1):
+                    context = torch.as_tensor(vocab.encode(text[:i][-6:]))[None]
+                    total += model(context)[0, -1, vocab.stoi[text[i]]].item()
+            assert found[text] == pytest.approx(total, abs=1e-5), text
+        greedy = prompt
+        for _ in range(2):                           # the likeliest character, step by step
+            with torch.no_grad():
+                last = model(torch.as_tensor(vocab.encode(greedy[-6:]))[None])[0, -1]
+            greedy += vocab.itos[int(last.argmax())]
+        assert utils.beam_search(model, vocab, prompt, 2, beam_size=1)[0][0] == greedy

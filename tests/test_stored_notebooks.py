@@ -43,3 +43,17 @@ def test_the_series_is_complete():
         assert cells[0]['cell_type'] == 'markdown' and ''.join(cells[0]['source']).startswith('# ')
         code = [''.join(c['source']) for c in cells if c['cell_type'] == 'code']
         assert any('whole notebook' in c for c in code[-3:]), path.name
+
+
+def test_the_notebooks_the_offline_pass_skips_read_no_corpus():
+    # make offline runs only the notebooks that mention load_speeches (CORPUS_NOTEBOOKS in the
+    # Makefile): any other notebook must read nothing that the fallback could change
+    makefile = (NOTEBOOKS[0].parents[1] / 'Makefile').read_text()
+    assert "CORPUS_NOTEBOOKS := $(shell grep -l 'load_speeches' $(NOTEBOOKS))" in makefile
+    skipped = [p for p in NOTEBOOKS if 'load_speeches' not in p.read_text()]
+    assert [p.name[:2] for p in skipped] == ['02', '05']
+    for path in skipped:
+        code = '\n'.join(''.join(c['source']) for c in json.loads(path.read_text())['cells']
+                         if c['cell_type'] == 'code')
+        for word in ('get_data', 'DATA_DIR', 'CORPUS', 'sotu', 'speeches', 'load_checkpoint', 'open('):
+            assert word not in code, (path.name, word)
