@@ -4,7 +4,7 @@ Progress bars are off unless asked for, however pytest is started (plain ``pytes
 test``, an IDE): the notebook kernels inherit this variable, and bars would otherwise swamp
 nbval's output channel ("Timeout of 5 seconds exceeded waiting for output").
 
-Under pytest-xdist (``pytest -n 2``, which ``make test`` uses) every worker and the notebook
+Under pytest-xdist (``pytest -n 2``, which ``make test TEST_JOBS=2`` uses) every worker and the notebook
 kernels it starts use one thread: two workers with two threads each would fight over two cores
 (NOTES: 141 s instead of 3 s for one small model). A plain ``pytest`` keeps torch's default.
 """
