@@ -11,7 +11,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 # notebooks executed by make never show progress bars (they would land in the outputs)
 export PRESIDENTIAL_PROGRESS := 0
 
-.PHONY: setup run offline tiny test unit refresh bench images clean full-lstm full-gru full-tiny
+.PHONY: setup run offline tiny test unit refresh bench mutate images clean full-lstm full-gru full-tiny
 
 setup: $(STAMP)
 
@@ -79,8 +79,29 @@ refresh: $(STAMP)
 bench: $(STAMP)
 	$(PY) tests/benchmarks.py
 
+# Mutation testing (not in CI: about half an hour here). mutmut (a dev tool, installed here, not in
+# requirements.txt) copies utils.py and train_full.py into mutants/, makes one small change at a
+# time (a + for a -, another constant, a dropped argument) and runs the unit tests that cover the
+# changed function; a change no test notices is a gap in the tests, or an equivalent listed with
+# its reason in tests/mutmut-equivalents.md. MUTANTS: the functions the notebooks and the full
+# run rely on (the README gives the score); `make mutate MUTANTS=` mutates every function.
+# One thread per test process (torch's thread pool does not survive mutmut's fork).
+MUTMUT := mutmut==3.8.1
+MUTANTS ?= 'utils.xǁCharVocabǁ*' 'utils.xǁBatchLoaderǁ*' 'utils.xǁArraysDataǁ*' \
+  'utils.xǁLanguageModelLoaderǁ*' 'utils.xǁLanguageModelDataǁ*' 'utils.x_fit__*' 'utils.x_evaluate__*' \
+  'utils.x_seq_nll__*' 'utils.x_unigram_loss__*' 'utils.x__reset_state__*' 'utils.x__autocast__*' \
+  'utils.x_original_sgdr_factor__*' 'utils.x_original_sgdr_schedule__*' 'utils.x_set_lrs__*' \
+  'utils.x_save_checkpoint__*' 'utils.x_load_checkpoint__*' 'utils.x_get_next__*' 'utils.x_generate__*' \
+  'utils.x_beam_search__*' 'utils.x__check_temperature__*' 'utils.x__check_output_size__*' \
+  'train_full.x_train__*' 'train_full.x_ship__*'
+mutate: $(STAMP)
+	$(PY) -m pip install -q "$(MUTMUT)"
+	rm -rf mutants
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2 $(MUTANTS)
+	$(VENV)/bin/mutmut results --all true | $(PY) tests/mutation_score.py $(MUTANTS)
+
 images: $(STAMP)
 	$(PY) images/draw_diagrams.py
 
 clean:
-	rm -rf build
+	rm -rf build mutants

@@ -17,7 +17,12 @@ or AMX; ``make bench`` compares it with fp32 on identical batches), in fp32 else
 After every epoch it saves model, optimiser, scheduler, random state, history, a fingerprint
 of the text and where each epoch ran to ``data/full_run/<cell>_state.pt`` (atomically); run
 the same command again and it resumes from there, so a killed run loses at most one epoch. On
-the same machine a resumed run ends bit for bit where an uninterrupted one would; it may also
+the same CPU a resumed run ends bit for bit where an uninterrupted one would. On a GPU the
+model, optimiser, schedule, data order and PyTorch's random states (CPU and CUDA) resume
+exactly, but cuDNN draws the LSTM's dropout masks from a random state of its own that no API
+saves, so the epochs after a resume see other masks than an uninterrupted run would: the same
+training, not the same bits (expected from how cuDNN seeds dropout; unchecked, no GPU was
+available). A run may also
 move to another machine (another numeric path is then said in a line and recorded). A state
 of another run (cell, configuration or text) is refused by name, never overwritten. At the
 end it writes ``models/<cell>_3x512.pt``: the weights in fp16, the vocabulary, the

@@ -235,3 +235,84 @@ def test_corpus_url_env_override():
     out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
                          cwd=Path(utils.__file__).parent, check=True).stdout.split()
     assert out == ['http://127.0.0.1:1/x.zip', '/tmp/somewhere']
+
+
+def test_corpus_page_resolves_from_the_environment():
+    import subprocess, sys
+    code = 'import utils; print(utils.CORPUS_PAGE)'
+
+    def page(**env):
+        clean = {k: v for k, v in os.environ.items() if not k.startswith('PRESIDENTIAL_CORPUS_')}
+        return subprocess.run([sys.executable, '-c', code], env={**clean, **env}, capture_output=True,
+                              text=True, cwd=Path(utils.__file__).parent, check=True).stdout.strip()
+    assert page() == utils.DEFAULT_CORPUS_PAGE                       # the real corpus: its page
+    assert page(PRESIDENTIAL_CORPUS_URL='http://127.0.0.1:1/x.zip') == 'None'   # another address: none
+    assert page(PRESIDENTIAL_CORPUS_URL='http://127.0.0.1:1/x.zip',
+                PRESIDENTIAL_CORPUS_PAGE=' http://127.0.0.1:1/p ') == 'http://127.0.0.1:1/p'
+
+
+def test_page_auto_visits_the_page_only_for_the_corpus_address(server, tmp_path, monkeypatch):
+    server.routes['/c.zip'] = (200, corpus_zip(), {})
+    server.routes['/page'] = (200, b'<html>the corpus</html>', {'Content-Type': 'text/html'})
+    monkeypatch.setattr(utils, 'CORPUS_URL', server.url('/c.zip'))
+    monkeypatch.setattr(utils, 'CORPUS_PAGE', server.url('/page'))
+    utils.get_data(server.url('/c.zip'), tmp_path / 'a', page='auto')
+    assert server.requests == ['/page', '/c.zip']
+    server.routes['/other.zip'] = (200, corpus_zip(), {})
+    utils.get_data(server.url('/other.zip'), tmp_path / 'b', page='auto')
+    assert server.requests[2:] == ['/other.zip']                     # not the corpus address: no visit
+
+
+def _zip_with_a_link(target_name):
+    import io, zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w') as zf:
+        zf.writestr(f'{utils.CORPUS_FOLDER}/obama/obama_speeches_000.txt', SPEECH)
+        link = zipfile.ZipInfo(f'{utils.CORPUS_FOLDER}/obama/obama_speeches_001.txt')
+        link.external_attr = (0o120777 << 16)                          # a symbolic link ...
+        zf.writestr(link, target_name)                                 # ... whose text is its target
+    return buf.getvalue()
+
+
+def test_a_link_inside_the_zip_is_refused_before_writing(server, tmp_path):
+    server.routes['/link.zip'] = (200, _zip_with_a_link('/etc/passwd'), {})
+    with pytest.raises(utils.CorpusDownloadError, match="obama_speeches_001.txt' is an absolute path, a link"):
+        utils.get_data(server.url('/link.zip'), tmp_path)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_zip_that_would_unpack_too_large_is_refused(server, tmp_path, monkeypatch):
+    body = corpus_zip()
+    server.routes['/big.zip'] = (200, body, {})
+    import io, zipfile
+    unpacked = sum(i.file_size for i in zipfile.ZipFile(io.BytesIO(body)).infolist())
+    monkeypatch.setattr(utils, '_MAX_UNZIPPED_BYTES', unpacked - 1)
+    with pytest.raises(utils.CorpusDownloadError, match=f'would unpack to {unpacked:,} bytes'):
+        utils.get_data(server.url('/big.zip'), tmp_path)
+    assert leftovers(tmp_path) == []
+    monkeypatch.setattr(utils, '_MAX_UNZIPPED_BYTES', unpacked)        # exactly the limit: accepted
+    assert utils.corpus_present(utils.get_data(server.url('/big.zip'), tmp_path).parent)
+
+
+def test_the_corpus_name_as_a_file_inside_the_zip_is_refused(server, tmp_path):
+    server.routes['/f.zip'] = (200, make_zip({utils.CORPUS_FOLDER: 'not a folder',
+                                              f'{utils.CORPUS_FOLDER}/obama/x.txt': SPEECH}), {})
+    with pytest.raises(utils.CorpusDownloadError, match='is a file, not a folder'):
+        utils.get_data(server.url('/f.zip'), tmp_path)
+    assert leftovers(tmp_path) == []
+
+
+def test_waiting_for_another_download_gives_up_with_its_cause(server, tmp_path):
+    import fcntl
+    server.routes['/c.zip'] = (200, corpus_zip(), {})
+    tmp_path.mkdir(exist_ok=True)
+    fd = os.open(tmp_path / utils._LOCK, os.O_CREAT | os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)           # as another process downloading would hold it
+        with pytest.raises(utils.CorpusDownloadError, match='downloading the corpus .* for over 0.3 s') as e:
+            utils.get_data(server.url('/c.zip'), tmp_path, lock_timeout=0.3)
+        assert e.value.cause == 'another process is downloading it'
+        assert server.requests == []             # nothing downloaded while the other holds the lock
+    finally:
+        os.close(fd)
+    assert utils.corpus_present(utils.get_data(server.url('/c.zip'), tmp_path).parent)   # free again

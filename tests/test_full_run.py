@@ -181,6 +181,7 @@ def test_shipped_checkpoint_loads_weights_only_and_reproduces_its_loss(tmp_path)
     assert ck['vocab'] == list('abcdefghijkl') and ck['config'] == CONFIG
     assert len(ck['history']['valid_loss']) == 3 and len(ck['epochs']) == 3
     assert ck['wall_seconds'] == record['wall_seconds'] and ck['device'] == 'cpu'
+    assert ck['torch'] == torch.__version__ and ck['commit'] == train_full._commit()   # how it was made
     assert ck['model']['rnn.weight_ih_l0'].dtype == torch.float16
     fresh = train_full.build_model('lstm', 12, CONFIG)
     fresh.load_state_dict({k: v.float() for k, v in ck['model'].items()})
@@ -251,3 +252,18 @@ def test_the_full_size_needs_the_corpus_and_the_tiny_size_splits_the_fallback(tm
     state = torch.load(tmp_path / 'lstm_state.pt', weights_only=True)
     assert state['fingerprint']['train'].startswith('24000 ids')               # 80% of the text
     assert state['fingerprint']['valid'].startswith('6000 ids')
+
+
+def test_the_cuda_random_state_is_saved_and_restored(tmp_path, monkeypatch):
+    # no GPU here: stand-ins for torch.cuda's random state record what train() saves and restores
+    gpu_state, restored = [torch.tensor([7, 8, 9], dtype=torch.uint8)], []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'get_rng_state_all', lambda: [s.clone() for s in gpu_state])
+    monkeypatch.setattr(torch.cuda, 'set_rng_state_all', lambda states: restored.append(states))
+    _train(tmp_path / 's.pt', stop_after=1)
+    saved = utils.load_checkpoint(tmp_path / 's.pt')['rng_cuda']
+    assert [s.tolist() for s in saved] == [[7, 8, 9]] and restored == []
+    gpu_state[0] = torch.tensor([1, 2], dtype=torch.uint8)      # what the resumed epochs leave
+    _train(tmp_path / 's.pt', stop_after=2)
+    assert [[s.tolist() for s in states] for states in restored] == [[[7, 8, 9]]]   # once, before epoch 2
+    assert [s.tolist() for s in utils.load_checkpoint(tmp_path / 's.pt')['rng_cuda']] == [[1, 2]]

@@ -32,8 +32,10 @@ def test_vocab_unknown_character_is_named():
 
 def test_last_rows():
     assert utils.last_rows(10, 3).tolist() == [7, 8, 9]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='between 1 and 9, got 10'):
         utils.last_rows(10, 10)
+    with pytest.raises(ValueError, match='got 0'):
+        utils.last_rows(10, 0)
 
 
 def rows(n=20, k=3):
@@ -84,10 +86,12 @@ def test_from_arrays_float_and_2d_targets():
     assert md.train.y.shape == (19, 3)
 
 
-@pytest.mark.parametrize('val', [[20], [-21], [], list(range(20))])
-def test_from_arrays_rejects_bad_splits(val):
+@pytest.mark.parametrize('val, error, message', [
+    ([20], IndexError, r'must lie in \[-20, 19\]'), ([-21], IndexError, r'must lie in \[-20, 19\]'),
+    ([], ValueError, 'got 0 valid of 20'), (list(range(20)), ValueError, 'got 20 valid of 20')])
+def test_from_arrays_rejects_bad_splits(val, error, message):
     xs, y = rows()
-    with pytest.raises((IndexError, ValueError)):
+    with pytest.raises(error, match=message):
         utils.ArraysData.from_arrays(val, xs, y, bs=4)
 
 
@@ -317,7 +321,7 @@ def test_lm_loader_varied_bptt_takes_half_now_and_then_and_never_below_5():
     assert 0.02 < short < 0.09 and abs(np.median(lens) - 40) <= 1
     tiny = utils.LanguageModelLoader(np.arange(40_000), 4, 6, True, seed=0)
     assert min(x.shape[1] for x, _ in list(tiny)[:-1]) == 5  # 3 and N(6, 5) draws are raised to 5
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='5 ids are too few for 4 columns'):
         utils.LanguageModelLoader(np.arange(5), bs=4, bptt=8)
 
 
@@ -357,7 +361,7 @@ def test_seq_nll_averages_every_position():
     targets = torch.randint(0, 7, (3, 5))
     by_hand = -log_probs.gather(2, targets[..., None]).mean()
     assert utils.seq_nll(log_probs, targets).item() == pytest.approx(by_hand.item())
-    with pytest.raises((RuntimeError, ValueError)):
+    with pytest.raises(RuntimeError, match=r'Expected target size \[3, 5\], got \[3, 4\]'):
         utils.seq_nll(log_probs, targets[:, :4])           # a shape mismatch is an error
 
 

@@ -1,0 +1,184 @@
+"""Exact contracts of the shared code that `make mutate` (mutation testing, README) found untested:
+defaults the notebooks rely on, boundaries, the exact words of errors, and what a stateful model
+or a seed changes. Mutants that no test can tell apart are listed in tests/mutmut-equivalents.md."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import utils
+
+
+# --- CharVocab ----------------------------------------------------------------------------
+
+def test_decode_refuses_booleans_and_names_the_range():
+    vocab = utils.CharVocab('abc')
+    for bad in ([True], [False]):                       # bools are ints to Python, not indices here
+        with pytest.raises(ValueError, match=r'^decode: (True|False) is not an index of this vocabulary '
+                                             r'\(whole numbers from 0 to 2\)$'):
+            vocab.decode(bad)
+
+
+def test_the_frequency_baseline_counts_characters_seen_once():
+    # counts 3, 1: p = 3/4, 1/4
+    assert utils.unigram_loss(np.array([0, 0, 0, 1])) == pytest.approx(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
+
+
+# --- ArraysData ---------------------------------------------------------------------------
+
+def _rows(n=20, k=3):
+    xs = np.arange(n * k).reshape(n, k)
+    return xs, xs[:, -1] + 1
+
+
+def test_from_arrays_batches_by_64_unless_told():
+    xs, y = _rows(200)
+    data = utils.ArraysData.from_arrays([-1], xs, y, seed=0)
+    assert [len(x) for x, _ in data.train] == [64, 64, 64, 7]
+
+
+def test_from_arrays_accepts_the_first_row_by_its_negative_index_and_any_shape_of_indices():
+    xs, y = _rows()
+    data = utils.ArraysData.from_arrays([-20], xs, y, bs=4, seed=0)          # -20 is row 0
+    assert next(iter(data.valid))[0].tolist() == [xs[0].tolist()]
+    column = utils.ArraysData.from_arrays(np.array([[18], [19]]), xs, y, bs=4, seed=0)
+    assert torch.cat([x for x, _ in column.valid]).tolist() == xs[18:].tolist()
+
+
+def test_from_arrays_shuffles_by_its_seed():
+    xs, y = _rows(100)
+
+    def order(seed):
+        return torch.cat([x[:, 0] for x, _ in utils.ArraysData.from_arrays([-1], xs, y, bs=8, seed=seed).train]).tolist()
+    assert order(1) == order(1) and order(1) != order(2)
+    torch.manual_seed(0)
+    first = order(None)                                 # no seed: drawn from torch's random state
+    torch.manual_seed(0)
+    assert order(None) == first
+    torch.manual_seed(1)
+    assert order(None) != first
+
+
+# --- get_next and generate ----------------------------------------------------------------
+
+class NextInAlphabet(nn.Module):
+    """Predicts the character after the last one it reads (vocab 'abcd') with probability
+    0.925; as a stateful model it also counts the calls since its last reset, and a count above
+    0 moves the prediction one further."""
+    def __init__(self, stateful=False):
+        super().__init__()
+        self.p, self.stateful, self.calls = nn.Parameter(torch.zeros(())), stateful, 0
+
+    def reset(self):
+        self.calls = 0
+
+    def forward(self, x):
+        shift = 1 + (self.stateful and self.calls > 0)
+        self.calls += 1
+        target = (x[:, -1] + shift) % 4
+        return torch.log(F.one_hot(target, 4).float() * 0.9 + 0.025)
+
+
+def test_get_next_reads_the_text_as_one_row_and_returns_the_probability_at_temperature_1():
+    vocab = utils.CharVocab('abcd')
+    char, p = utils.get_next(NextInAlphabet(), vocab, 'ab', torch.Generator().manual_seed(0))
+    assert p == pytest.approx(0.925 if char == 'c' else 0.025)
+    draws = [utils.get_next(NextInAlphabet(), vocab, 'ab', torch.Generator().manual_seed(s))[0] for s in range(40)]
+    assert draws.count('c') >= 30                        # after 'b' comes 'c' (0.925)
+
+
+def test_get_next_starts_a_stateful_model_from_a_zero_state():
+    vocab, model = utils.CharVocab('abcd'), NextInAlphabet(stateful=True)
+    first = utils.get_next(model, vocab, 'a', temperature=1e-3)
+    again = utils.get_next(model, vocab, 'a', temperature=1e-3)
+    assert first == again == ('b', 1.0)
+
+
+def test_the_empty_text_error_says_what_to_do():
+    with pytest.raises(ValueError, match='^text is empty: give the model at least one character to read$'):
+        utils.get_next(NextInAlphabet(), utils.CharVocab('abcd'), '')
+    with pytest.raises(ValueError, match='^prompt is empty: give the model at least one character to start from$'):
+        utils.generate(NextInAlphabet(), utils.CharVocab('abcd'), '', 5)
+
+
+def test_the_smallest_temperature_still_picks_the_likeliest():
+    # 5e-324 is the smallest float above 0: any log-probability other than 0 divided by it is -inf
+    assert utils.get_next(NextInAlphabet(), utils.CharVocab('abcd'), 'a', temperature=5e-324) == ('b', 1.0)
+
+
+def test_generate_defaults_200_characters_from_the_last_8():
+    class Length(nn.Module):           # predicts the character numbered by how many it reads
+        def __init__(self):
+            super().__init__()
+            self.p = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            return torch.log(F.one_hot(torch.full((len(x),), x.shape[1] % 10), 10).float() * 0.99 + 0.001)
+    text = utils.generate(Length(), utils.CharVocab('0123456789'), '0123456789', temperature=1e-3)
+    assert len(text) == 210 and set(text[10:]) == {'8'}
+
+
+def test_generate_checks_n_chars_by_name_and_accepts_none():
+    vocab = utils.CharVocab('abcd')
+    assert utils.generate(NextInAlphabet(), vocab, 'ab', 0) == 'ab'
+    with pytest.raises(ValueError, match='^n_chars must be an integer of at least 0, got -1$'):
+        utils.generate(NextInAlphabet(), vocab, 'ab', -1)
+
+
+def test_generate_samples_at_its_temperature():
+    vocab = utils.CharVocab('abcd')
+    cold = utils.generate(NextInAlphabet(), vocab, 'a', 40, 1, torch.Generator().manual_seed(0), temperature=1e-3)
+    assert cold == 'a' + 'bcda' * 10                    # always the likeliest: at 1.0, 4 in 40 would stray
+
+
+# --- beam_search --------------------------------------------------------------------------
+
+class Markov(nn.Module):
+    """Predicts from the last character only, with the transition table ``T`` (rows: the last
+    character); counts its calls. ``run(x, h)`` as the search helpers want it."""
+    def __init__(self, T):
+        super().__init__()
+        self.logT = nn.Parameter(torch.tensor(T).clamp_min(1e-9).log(), requires_grad=False)
+        self.calls = 0
+
+    def run(self, x, h):
+        self.calls += 1
+        h = torch.zeros(1, len(x), 1) if h is None else h
+        return self.logT[x], h
+
+    def forward(self, x):
+        return self.run(x, None)[0]
+
+
+# vocab 'abcd', prompt 'd': the likeliest two characters ('ac', 0.5) do not start the likeliest
+# three ('bbb', 0.18 against 'aca', 0.17)
+TRAP = [[0, 0, 1, 0], [0, 0.6, 0, 0.4], [0.34, 0.33, 0.33, 0], [0.5, 0.5, 0, 0]]
+
+
+def test_pruning_every_k_steps_prunes_after_steps_k_2k_and_the_last():
+    vocab = utils.CharVocab('abcd')
+    exact = utils.beam_search(Markov(TRAP), vocab, 'd', 3)[0]                     # breadth-first
+    assert exact[0] == 'dbbb' and np.exp(exact[1]) == pytest.approx(0.18)
+    assert utils.beam_search(Markov(TRAP), vocab, 'd', 3, beam_size=1, prune_every=3)[0][0] == 'dbbb'
+    assert utils.beam_search(Markov(TRAP), vocab, 'd', 3, beam_size=1, prune_every=2)[0][0] == 'daca'
+    # the last step always chooses, whatever prune_every says
+    assert len(utils.beam_search(Markov(TRAP), vocab, 'd', 3, beam_size=2, prune_every=2)) == 2
+
+
+def test_beam_search_reads_each_character_once_and_skips_the_last_forward():
+    vocab, model = utils.CharVocab('abcd'), Markov(TRAP)
+    utils.beam_search(model, vocab, 'dd', 4, beam_size=2)
+    assert model.calls == 4                # the prompt, then steps 1-3; step 4 only scores
+
+
+def test_beam_search_checks_its_arguments_by_name():
+    vocab, model = utils.CharVocab('abcd'), Markov(TRAP)
+    assert utils.beam_search(model, vocab, 'd', 0, beam_size=2) == [('d', 0.0)]     # no steps: the prompt
+    for kwargs, message in [(dict(steps=-1), 'steps must be an integer of at least 0, got -1'),
+                            (dict(steps=2, beam_size=0), 'beam_size must be an integer of at least 1, got 0'),
+                            (dict(steps=2, prune_every=0), 'prune_every must be an integer of at least 1, got 0')]:
+        with pytest.raises(ValueError, match=f'^{message}$'):
+            utils.beam_search(model, vocab, 'd', **kwargs)
+    with pytest.raises(ValueError, match='^prompt is empty: give the model at least one character to start from$'):
+        utils.beam_search(model, vocab, '', 2)
