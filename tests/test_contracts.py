@@ -1,6 +1,8 @@
 """Exact contracts of the shared code that `make mutate` (mutation testing, README) found untested:
 defaults the notebooks rely on, boundaries, the exact words of errors, and what a stateful model
 or a seed changes. Mutants that no test can tell apart are listed in tests/mutmut-equivalents.md."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,10 @@ import utils
 
 
 # --- CharVocab ----------------------------------------------------------------------------
+
+def test_a_vocabulary_shows_its_characters():
+    assert repr(utils.CharVocab('banana')) == "CharVocab(3 chars: 'abn')"
+
 
 def test_decode_refuses_booleans_and_names_the_range():
     vocab = utils.CharVocab('abc')
@@ -58,6 +64,40 @@ def test_from_arrays_shuffles_by_its_seed():
     assert order(None) == first
     torch.manual_seed(1)
     assert order(None) != first
+
+
+def test_language_model_data_passes_its_seed_and_varied_lengths_to_the_training_loader():
+    ids = np.arange(20_000)
+
+    def lengths(**kwargs):
+        return [x.shape[1] for x, _ in utils.LanguageModelData.from_ids(ids, ids[:1000], 4, 20, **kwargs).train]
+    assert set(lengths(seed=3)[:-1]) == {20}                          # not varied unless asked, whatever the seed
+    varied = lengths(vary_bptt=True, seed=3)
+    assert len(set(varied)) > 3 and varied == lengths(vary_bptt=True, seed=3) != lengths(vary_bptt=True, seed=4)
+    assert varied == [x.shape[1] for x, _ in utils.LanguageModelLoader(ids, 4, 20, True, seed=3)]
+
+
+def test_varied_lengths_are_drawn_as_the_original_drew_them():
+    # bptt with probability 0.95, else bptt / 2; then normal with a standard deviation of 5, floored at 5
+    lens = np.array([x.shape[1] for x, _ in utils.LanguageModelLoader(np.arange(1_000_000), 1, 40, True, seed=0)])[:-1]
+    short, usual = lens[lens < 27], lens[lens >= 27]
+    assert 0.04 < len(short) / len(lens) < 0.06          # this seed: 0.049 (the half branch, 0.05)
+    assert 17 <= np.median(short) <= 20                   # this seed: 19 (drawn around 20)
+    assert 4.6 < usual.std() < 5.3 and 39 < usual.mean() < 40.2   # this seed: 4.95 and 39.56
+
+
+def test_the_schedule_follows_the_original_factor_with_its_arguments():
+    assert utils.original_sgdr_factor(0, 20) == 0.01          # warm-up: step < 20 / 20
+    assert utils.original_sgdr_factor(1, 20) == pytest.approx((np.cos(np.pi / 20) + 1) / 2)
+    for kwargs in (dict(), dict(cycle_mult=1, warmup=0.2)):         # the defaults: the original's 2 and 1/20
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = utils.original_sgdr_schedule(opt, 10, **kwargs)
+        lrs = []
+        for _ in range(60):
+            lrs.append(opt.param_groups[0]['lr'])
+            opt.step()
+            sched.step()
+        assert lrs == pytest.approx([utils.original_sgdr_factor(s, 10, **kwargs) for s in range(60)])
 
 
 # --- get_next and generate ----------------------------------------------------------------
@@ -182,3 +222,64 @@ def test_beam_search_checks_its_arguments_by_name():
             utils.beam_search(model, vocab, 'd', **kwargs)
     with pytest.raises(ValueError, match='^prompt is empty: give the model at least one character to start from$'):
         utils.beam_search(model, vocab, '', 2)
+
+
+# --- checkpoints --------------------------------------------------------------------------
+
+def test_an_empty_text_has_no_vocabulary():
+    with pytest.raises(ValueError, match='^CharVocab needs a text with at least one character, got an empty one$'):
+        utils.CharVocab('')
+
+
+def test_save_checkpoint_makes_the_folders_and_writes_beside_the_file(tmp_path, monkeypatch):
+    # the temporary file is <name>.<random>.tmp in the same folder: one rename on one disk, and
+    # the pattern train_full.remove_unfinished_saves cleans after a killed save
+    renames = []
+    real_replace = utils.os.replace
+    monkeypatch.setattr(utils.os, 'replace', lambda a, b: (renames.append((Path(a), Path(b))), real_replace(a, b)))
+    path = utils.save_checkpoint({'w': torch.ones(2)}, tmp_path / 'a' / 'b' / 'state.pt')
+    assert torch.equal(utils.load_checkpoint(path)['w'], torch.ones(2))
+    (tmp, final), = renames
+    assert final == path and tmp.parent == path.parent
+    assert tmp.name.startswith('state.pt.') and tmp.name.endswith('.tmp') and not tmp.exists()
+
+
+def test_load_checkpoint_names_a_folder_as_a_folder(tmp_path):
+    (tmp_path / 'here.pt').mkdir()
+    with pytest.raises(FileNotFoundError, match=r'^No checkpoint at .*here\.pt \(it is a folder\)$'):
+        utils.load_checkpoint(tmp_path / 'here.pt')
+    with pytest.raises(FileNotFoundError, match=r'^No checkpoint at .*gone\.pt$'):
+        utils.load_checkpoint(tmp_path / 'gone.pt')
+
+
+CUDA_MESSAGE = ("Attempting to deserialize object on a CUDA device but torch.cuda.is_available() is False. "
+                "If you are running on a CPU-only machine, please use torch.load with map_location=...")
+
+
+@pytest.mark.parametrize('message, shown', [
+    (CUDA_MESSAGE, 'Attempting to deserialize object on a CUDA device but torch.cuda.is_available() is False'),
+    ('Invalid device string: cuda:x. More text', 'Invalid device string: cuda:x')])
+def test_a_checkpoint_from_another_device_is_named_with_the_devices_here(tmp_path, monkeypatch, message, shown):
+    path = utils.save_checkpoint({'w': torch.ones(2)}, tmp_path / 'gpu.pt')
+
+    def load_as_on_a_machine_without_it(*args, **kwargs):
+        raise RuntimeError(message)
+    monkeypatch.setattr(utils.torch, 'load', load_as_on_a_machine_without_it)
+    with pytest.raises(RuntimeError) as e:
+        utils.load_checkpoint(path, map_location=None)
+    assert str(e.value) == (f'{path} holds tensors saved on a device this machine lacks ({shown}). '
+                            f'Pass map_location="cpu" (this machine has: {", ".join(utils._available_devices())}).')
+
+
+def test_a_damaged_checkpoint_names_the_error_in_a_line(tmp_path, monkeypatch):
+    path = tmp_path / 'cut.pt'
+    path.write_bytes(b'hello world, not a checkpoint')
+    with pytest.raises(RuntimeError, match=r'^Could not read the checkpoint .*cut\.pt \(KeyError: 101\): it is damaged'):
+        utils.load_checkpoint(path)
+
+    def load_failing_at_length(*args, **kwargs):
+        raise ValueError('x' * 300 + '. And more.')
+    monkeypatch.setattr(utils.torch, 'load', load_failing_at_length)
+    with pytest.raises(RuntimeError) as e:
+        utils.load_checkpoint(path)
+    assert f'(ValueError: {"x" * 200}): it is damaged or incomplete' in str(e.value)

@@ -2,6 +2,7 @@
 import math
 import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,11 @@ def _ids(n, seed=0):
 
 
 def _train(path, stop_after=None, config=CONFIG, cell='lstm', train_ids=None, valid_ids=None,
-           **kwargs):
+           verbose=False, **kwargs):
     train_ids = _ids(1200) if train_ids is None else train_ids
     valid_ids = _ids(400, seed=1) if valid_ids is None else valid_ids
     return train_full.train(cell, train_ids, valid_ids, 12, config, path, stop_after=stop_after,
-                            verbose=False, **kwargs)
+                            verbose=verbose, **kwargs)
 
 
 @pytest.mark.parametrize('cell', ['lstm', 'gru'])
@@ -267,3 +268,51 @@ def test_the_cuda_random_state_is_saved_and_restored(tmp_path, monkeypatch):
     _train(tmp_path / 's.pt', stop_after=2)
     assert [[s.tolist() for s in states] for states in restored] == [[[7, 8, 9]]]   # once, before epoch 2
     assert [s.tolist() for s in utils.load_checkpoint(tmp_path / 's.pt')['rng_cuda']] == [[1, 2]]
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)   # resumed where there is no GPU
+    _train(tmp_path / 's.pt', stop_after=3)
+    assert len(restored) == 1                                          # nothing to restore it to
+    assert utils.load_checkpoint(tmp_path / 's.pt')['rng_cuda'] == []   # nor to save
+
+
+def test_the_optimiser_and_schedule_follow_the_configuration(tmp_path):
+    config = dict(CONFIG, lr=3e-3, weight_decay=1e-4, cycle_mult=1, cycles=3)     # 1 + 1 + 1 epochs
+    _, history, _ = _train(tmp_path / 's.pt', stop_after=1, config=config)
+    group = utils.load_checkpoint(tmp_path / 's.pt')['optimizer']['param_groups'][0]
+    batches = len(history.batch_loss)                                  # one epoch's
+    assert group['initial_lr'] == 3e-3 and group['weight_decay'] == 1e-4
+    assert group['lr'] == pytest.approx(3e-3 * utils.original_sgdr_factor(batches, batches, cycle_mult=1))
+
+
+def test_a_quiet_run_prints_nothing_and_a_verbose_one_says_how_it_runs(tmp_path, capsys):
+    (tmp_path / 's.pt.x1y2.tmp').write_bytes(b'half a save')
+    _train(tmp_path / 's.pt', stop_after=1)
+    assert capsys.readouterr().out == '' and not (tmp_path / 's.pt.x1y2.tmp').exists()
+    start = time.perf_counter()
+    _, _, record = _train(tmp_path / 'v.pt', stop_after=1, verbose=True, amp=None)
+    elapsed = time.perf_counter() - start
+    out = capsys.readouterr().out
+    assert re.search(r'lstm: \d+ batches per epoch, 3 epochs, on cpu in fp32', out)
+    assert re.search(r'^\s+0\s+\d+\.\d{5}\s+\d+\.\d{5}', out, flags=re.M)       # fit's line for epoch 0
+    assert 0 < record['epochs'][0]['seconds'] <= elapsed                # the epoch's own duration
+    _train(tmp_path / 'v.pt', stop_after=2, verbose=True)              # the same machine: no move
+    out = capsys.readouterr().out
+    assert 'resuming from' in out and 'this run moves' not in out
+
+
+def test_a_finished_run_on_another_machine_says_no_move(tmp_path, monkeypatch, capsys):
+    _train(tmp_path / 's.pt')
+    monkeypatch.setattr(train_full, '_hardware', lambda: 'another machine')
+    _train(tmp_path / 's.pt', verbose=True)                          # nothing left to train
+    assert 'this run moves' not in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not BF16, reason='this CPU cannot run an LSTM in bf16 (no avx512_bf16 or AMX)')
+def test_the_first_line_names_the_numeric_path(tmp_path, capsys):
+    _train(tmp_path / 's.pt', stop_after=1, verbose=True, amp='bfloat16')
+    assert 'in bfloat16 autocast' in capsys.readouterr().out.split('\n')[0]
+
+
+def test_a_state_of_another_vocabulary_size_is_refused_naming_the_file(tmp_path):
+    _train(tmp_path / 's.pt', stop_after=1)
+    with pytest.raises(train_full.StateMismatch, match=r"^/.*/s\.pt belongs to another run; it differs in text 'vocab': '12 characters' in the state, '13 characters' now"):
+        train_full.train('lstm', _ids(1200), _ids(400, seed=1), 13, CONFIG, tmp_path / 's.pt', verbose=False)
