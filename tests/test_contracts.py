@@ -1,6 +1,7 @@
 """Exact contracts of the shared code that `make mutate` (mutation testing, README) found untested:
 defaults the notebooks rely on, boundaries, the exact words of errors, and what a stateful model
 or a seed changes. Mutants that no test can tell apart are listed in tests/mutmut-equivalents.md."""
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,56 @@ def test_the_schedule_follows_the_original_factor_with_its_arguments():
             opt.step()
             sched.step()
         assert lrs == pytest.approx([utils.original_sgdr_factor(s, 10, **kwargs) for s in range(60)])
+
+
+def test_the_language_model_loader_takes_any_integer_ids_and_the_shortest_text():
+    batches = list(utils.LanguageModelLoader(np.arange(8, dtype=np.int32), bs=4, bptt=8))
+    assert len(batches) == 1 and batches[0][0].shape == (4, 1) and batches[0][0].dtype == torch.int64
+    loader = utils.LanguageModelLoader(np.arange(40), bs=4, bptt=8)    # 10 per row: 9 targets, 8 + 1
+    assert len(loader) == len(list(loader)) == 2
+    for kwargs, message in [(dict(bs=0, bptt=8), 'bs must be an integer of at least 1, got 0'),
+                            (dict(bs=4, bptt=0), 'bptt must be an integer of at least 1, got 0')]:
+        with pytest.raises(ValueError, match=f'^{message}$'):
+            utils.LanguageModelLoader(np.arange(40), **kwargs)
+
+
+def test_fit_restarts_the_moving_average_unless_told_to_continue():
+    xs = np.random.default_rng(0).integers(0, 5, size=(40, 2))
+    data = utils.ArraysData.from_arrays([-1], xs, xs[:, 0], bs=64, seed=0)      # one batch per epoch
+    model = nn.Sequential(nn.Embedding(5, 3), nn.Flatten(), nn.Linear(6, 5), nn.LogSoftmax(-1))
+    opt = torch.optim.SGD(model.parameters(), 0.5)
+    history = utils.fit(model, data, 1, opt, F.nll_loss, verbose=False)
+    history = utils.fit(model, data, 1, opt, F.nll_loss, history=history, verbose=False)
+    assert history.train_loss[1] == pytest.approx(history.batch_loss[1])     # a new average: its one batch
+    history = utils.fit(model, data, 1, opt, F.nll_loss, history=history, verbose=False, continue_average=True)
+    assert history.train_loss[2] != pytest.approx(history.batch_loss[2])     # the old one, going on
+
+
+def test_autocast_runs_in_the_dtype_asked_for():
+    layer, x = nn.Linear(4, 4), torch.randn(2, 4)
+    for dtype in (torch.float16, torch.bfloat16):
+        with utils._autocast(torch.device('cpu'), dtype):
+            assert layer(x).dtype == dtype
+
+
+def test_fit_and_evaluate_measure_under_the_autocast_they_are_given():
+    utils.seed_everything(0)
+    xs = np.random.default_rng(0).integers(0, 5, size=(200, 2))
+    data = utils.ArraysData.from_arrays(utils.last_rows(200, 50), xs, xs[:, 0], bs=32, seed=0)
+    model = nn.Sequential(nn.Embedding(5, 8), nn.Flatten(), nn.Linear(16, 5), nn.LogSoftmax(-1))
+    start = time.perf_counter()
+    history = utils.fit(model, data, 1, torch.optim.SGD(model.parameters(), 0.1), F.nll_loss, verbose=False,
+                        amp_dtype=torch.bfloat16)
+    assert 0 < history.time[0] <= time.perf_counter() - start            # the epoch's own duration
+    in_bf16 = utils.evaluate(model, data.valid, F.nll_loss, torch.bfloat16)
+    in_fp32 = utils.evaluate(model, data.valid, F.nll_loss)
+    assert history.valid_loss[0] == in_bf16 != in_fp32 and abs(in_bf16 - in_fp32) < 0.05
+
+
+def test_evaluate_on_nothing_says_what_to_check():
+    with pytest.raises(ValueError, match=r'^evaluate: the loader gave no targets, so there is no loss to '
+                                         r'average \(is the validation set empty\?\)$'):
+        utils.evaluate(nn.Linear(2, 2), [], F.mse_loss)
 
 
 # --- get_next and generate ----------------------------------------------------------------
