@@ -276,21 +276,25 @@ def test_the_cuda_random_state_is_saved_and_restored(tmp_path, monkeypatch):
 
 def test_the_optimiser_and_schedule_follow_the_configuration(tmp_path):
     config = dict(CONFIG, lr=3e-3, weight_decay=1e-4, cycle_mult=1, cycles=3)     # 1 + 1 + 1 epochs
-    _, history, _ = _train(tmp_path / 's.pt', stop_after=1, config=config)
+    _, history, _ = _train(tmp_path / 's.pt', stop_after=2, config=config)
     group = utils.load_checkpoint(tmp_path / 's.pt')['optimizer']['param_groups'][0]
-    batches = len(history.batch_loss)                                  # one epoch's
+    batches = len(history.batch_loss) // 2                             # per epoch
     assert group['initial_lr'] == 3e-3 and group['weight_decay'] == 1e-4
-    assert group['lr'] == pytest.approx(3e-3 * utils.original_sgdr_factor(batches, batches, cycle_mult=1))
+    # two epochs in: a restart with cycles of one epoch (factor 1), halfway down with cycles doubling
+    assert group['lr'] == pytest.approx(3e-3 * utils.original_sgdr_factor(2 * batches, batches, cycle_mult=1))
+    assert group['lr'] != pytest.approx(3e-3 * utils.original_sgdr_factor(2 * batches, batches, cycle_mult=2))
 
 
 def test_a_quiet_run_prints_nothing_and_a_verbose_one_says_how_it_runs(tmp_path, capsys):
     (tmp_path / 's.pt.x1y2.tmp').write_bytes(b'half a save')
     _train(tmp_path / 's.pt', stop_after=1)
     assert capsys.readouterr().out == '' and not (tmp_path / 's.pt.x1y2.tmp').exists()
+    (tmp_path / 'v.pt.a1b2.tmp').write_bytes(b'half a save')
     start = time.perf_counter()
     _, _, record = _train(tmp_path / 'v.pt', stop_after=1, verbose=True, amp=None)
     elapsed = time.perf_counter() - start
     out = capsys.readouterr().out
+    assert 'removed 1 unfinished save(s) of v.pt: v.pt.a1b2.tmp' in out
     assert re.search(r'lstm: \d+ batches per epoch, 3 epochs, on cpu in fp32', out)
     assert re.search(r'^\s+0\s+\d+\.\d{5}\s+\d+\.\d{5}', out, flags=re.M)       # fit's line for epoch 0
     assert 0 < record['epochs'][0]['seconds'] <= elapsed                # the epoch's own duration
