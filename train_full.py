@@ -22,8 +22,8 @@ model, optimiser, schedule, data order and PyTorch's random states (CPU and CUDA
 exactly, but cuDNN draws the LSTM's dropout masks from a random state of its own that no API
 saves, so the epochs after a resume see other masks than an uninterrupted run would: the same
 training, not the same bits (expected from how cuDNN seeds dropout; unchecked, no GPU was
-available). A run may also
-move to another machine (another numeric path is then said in a line and recorded). A state
+available). A run may also move to another machine (another numeric path is then said in a
+line and recorded). A state
 of another run (cell, configuration or text) is refused by name, never overwritten. At the
 end it writes ``models/<cell>_3x512.pt``: the weights in fp16, the vocabulary, the
 configuration, the history and how it was made, epoch by epoch; notebook 03 loads and

@@ -7,6 +7,7 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +28,12 @@ def make_zip(entries):
         for name, text in entries.items():
             zf.writestr(name, text)
     return buf.getvalue()
+
+
+def rows(n=20, k=3):
+    """``n`` rows of ``k`` distinct integers (row i holds i*k ... i*k + k - 1) and targets 0 .. n-1."""
+    xs = np.arange(n * k).reshape(n, k)
+    return xs, np.arange(n)
 
 
 def corpus_zip():

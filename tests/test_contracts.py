@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import utils
+from conftest import rows
 
 
 # --- CharVocab ----------------------------------------------------------------------------
@@ -34,19 +35,14 @@ def test_the_frequency_baseline_counts_characters_seen_once():
 
 # --- ArraysData ---------------------------------------------------------------------------
 
-def _rows(n=20, k=3):
-    xs = np.arange(n * k).reshape(n, k)
-    return xs, xs[:, -1] + 1
-
-
 def test_from_arrays_batches_by_64_unless_told():
-    xs, y = _rows(200)
+    xs, y = rows(200)
     data = utils.ArraysData.from_arrays([-1], xs, y, seed=0)
     assert [len(x) for x, _ in data.train] == [64, 64, 64, 7]
 
 
 def test_from_arrays_accepts_the_first_row_by_its_negative_index_and_any_shape_of_indices():
-    xs, y = _rows()
+    xs, y = rows()
     data = utils.ArraysData.from_arrays([-20], xs, y, bs=4, seed=0)          # -20 is row 0
     assert next(iter(data.valid))[0].tolist() == [xs[0].tolist()]
     column = utils.ArraysData.from_arrays(np.array([[18], [19]]), xs, y, bs=4, seed=0)
@@ -54,7 +50,7 @@ def test_from_arrays_accepts_the_first_row_by_its_negative_index_and_any_shape_o
 
 
 def test_from_arrays_shuffles_by_its_seed():
-    xs, y = _rows(100)
+    xs, y = rows(100)
 
     def order(seed):
         return torch.cat([x[:, 0] for x, _ in utils.ArraysData.from_arrays([-1], xs, y, bs=8, seed=seed).train]).tolist()

@@ -6,6 +6,7 @@ from torch import nn
 import torch.nn.functional as F
 
 import utils
+from conftest import rows
 
 
 # --- CharVocab -------------------------------------------------------------------------
@@ -36,11 +37,6 @@ def test_last_rows():
         utils.last_rows(10, 10)
     with pytest.raises(ValueError, match='got 0'):
         utils.last_rows(10, 0)
-
-
-def rows(n=20, k=3):
-    xs = np.arange(n * k).reshape(n, k)
-    return xs, np.arange(n)
 
 
 def test_from_arrays_negative_index_is_one_row():
