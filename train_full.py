@@ -107,13 +107,19 @@ class CharSeqStatefulRNN(nn.Module):
     def forward(self, x):
         if self.h is not None and _batch_size(self.h) != len(x):
             self.reset()
-        log_probs, h = self.run(x, self.h)
+        # the state in the weights' dtype: one carried out of a bf16 autocast region would make
+        # an fp32 forward fail inside oneDNN (an exact round trip when autocast casts it back)
+        log_probs, h = self.run(x, _apply(self.h, lambda t: t.to(self.e.weight.dtype)))
         self.h = _detach(h)
         return log_probs
 
 
+def _apply(h, f):
+    return None if h is None else tuple(f(t) for t in h) if isinstance(h, tuple) else f(h)
+
+
 def _detach(h):
-    return tuple(t.detach() for t in h) if isinstance(h, tuple) else h.detach()
+    return _apply(h, torch.Tensor.detach)
 
 
 def _batch_size(h):
@@ -221,6 +227,57 @@ class StateMismatch(ValueError):
     """A state file that cannot be resumed by this command; the message says why and what to do."""
 
 
+class RunDiverged(RuntimeError):
+    """An epoch whose loss, validation loss or weights stopped being finite; the state of the
+    last good epoch is kept, and the message says what can be done."""
+
+
+#: What every state holds, and of which type (checked before anything is read from it).
+STATE_FIELDS = {'cell': str, 'config': dict, 'fingerprint': dict, 'model': dict, 'optimizer': dict,
+                'scheduler': dict, 'history': dict, 'wall_seconds': (int, float), 'epochs': list,
+                'rng_cpu': torch.Tensor}
+
+
+def _format_number(marker):
+    prefix = STATE_FORMAT.rsplit(' ', 1)[0] + ' '
+    if isinstance(marker, str) and marker.startswith(prefix) and marker[len(prefix):].isdigit():
+        return int(marker[len(prefix):])
+    return None
+
+
+def _non_finite(tensors):
+    return [name for name, t in tensors if torch.is_tensor(t) and t.is_floating_point()
+            and not torch.isfinite(t).all()]
+
+
+def check_state_contents(state, path):
+    """Refuse, by name, a state whose fields are missing, malformed or not finite (NaN weights,
+    optimiser moments or losses), before anything is loaded from it."""
+    problems = [f'{k!r} is missing' if k not in state else f'{k!r} is a {type(state[k]).__name__}'
+                for k, kind in STATE_FIELDS.items() if not isinstance(state.get(k), kind)]
+    if not problems:
+        history = state['history']
+        lengths = {k: len(history.get(k) or []) for k in ('epoch', 'train_loss', 'valid_loss')}
+        if len(set(lengths.values())) != 1 or lengths['epoch'] != len(state['epochs']) or not lengths['epoch']:
+            problems.append(f'its history ({lengths}) and its {len(state["epochs"])} recorded epochs disagree')
+        elif state['scheduler'].get('last_epoch') != len(history.get('batch_loss') or []):
+            problems.append(f'its schedule is at batch {state["scheduler"].get("last_epoch")} but its '
+                            f'history has {len(history.get("batch_loss") or [])} batches')
+        else:
+            moments = [(f'optimiser {k} of parameter {i}', v) for i, st in state['optimizer'].get('state', {}).items()
+                       for k, v in st.items()]
+            bad = _non_finite(list(state['model'].items()) + moments)
+            losses = [('train_loss', v) for v in history['train_loss']] + \
+                     [('valid_loss', v) for v in history['valid_loss']] + [('moving average', history.get('average', 0.0))]
+            bad += sorted({k for k, v in losses if not (isinstance(v, (int, float)) and np.isfinite(v))})
+            if bad:
+                problems.append(f'it holds values that are not finite (NaN or infinite) in {", ".join(bad[:4])}'
+                                + (f' and {len(bad) - 4} more' if len(bad) > 4 else ''))
+    if problems:
+        raise StateMismatch(f'{path} is a damaged state: {"; ".join(problems)}. It cannot be resumed; '
+                            f'{_move_aside_advice(path)}')
+
+
 def _move_aside_advice(path):
     return (f'Move it aside to start afresh (e.g. mv "{path}" "{path}.aside"), or pass '
             f'another --state-dir.')
@@ -239,6 +296,11 @@ def check_state(state, path, cell, config, fingerprint):
         raise StateMismatch(f'{path} holds a {type(state).__name__}, not a state of '
                             f'train_full.py. {_move_aside_advice(path)}')
     if state.get('format') != STATE_FORMAT:
+        number = _format_number(state.get('format'))
+        if number is not None and number > _format_number(STATE_FORMAT):
+            raise StateMismatch(f'{path} is a state of a newer version of train_full.py (format '
+                                f'{number}; this one reads {_format_number(STATE_FORMAT)}): update '
+                                f'your checkout (git pull) and run it again.')
         if 'valid_loss_shipped_weights' in state:
             what = 'a shipped checkpoint (models/<cell>_3x512.pt), which holds no optimiser'
         elif {'cell', 'config', 'optimizer', 'rng_cpu'} <= state.keys():
@@ -248,6 +310,7 @@ def check_state(state, path, cell, config, fingerprint):
             what = f'a dict with the keys {sorted(map(str, state))[:8]}'
         raise StateMismatch(f'{path} is not a state of this train_full.py: it is {what}. '
                             f'{_move_aside_advice(path)}')
+    check_state_contents(state, path)
     diffs = []
     if state['cell'] != cell:
         diffs.append(f'cell: {state["cell"]!r} in the state, {cell!r} now')
@@ -303,17 +366,60 @@ def _place(epoch):
 
 
 def train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after=None,
-          verbose=True, amp=None, vocab=None):
+          verbose=True, amp=None, vocab=None, clip=None):
     """Train ``cell`` ('lstm' or 'gru') with ``config``, saving after every epoch to
     ``state_path`` and resuming from it if it exists. ``amp``: 'bfloat16' for forward passes
     under bf16 autocast, or None for fp32; it may differ from the epochs already in the state
     (a run moved to another machine), and each epoch records where and how it ran. ``vocab``
     (the characters) makes the text's fingerprint name them. ``stop_after``: stop once that
-    many epochs are done (to test the resume). Returns ``(model, history, record)``, where
-    ``record`` holds ``wall_seconds`` (summed over every resumed part) and ``epochs`` (one
-    provenance dict per epoch: hardware, device, amp, torch, commit, seconds)."""
+    many epochs are done (to test the resume). ``clip``: clip the gradients' norm (recorded per
+    epoch, not part of the run's identity: a way on after a diverged epoch). Returns ``(model,
+    history, record)``, where ``record`` holds ``wall_seconds`` (summed over every resumed part)
+    and ``epochs`` (one provenance dict per epoch: hardware, device, amp, torch, commit, clip,
+    seconds).
+
+    One run at a time per state: a lock file beside it (``<state>.lock``) is held for the whole
+    call, and a second run on the same state is refused by name. An epoch whose weights or
+    validation loss stop being finite is not saved: ``RunDiverged`` says so, and the state keeps
+    the last good epoch."""
+    from filelock import FileLock, Timeout
+
     state_path = Path(state_path)
     check_state_dir(state_path.parent)
+    lock = FileLock(str(state_path) + '.lock')
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise StateMismatch(f'Another run is training into {state_path} (it holds {lock.lock_file}): '
+                            f'wait for it to end, or give this run a state of its own (another '
+                            f'--state-dir).') from None
+    try:
+        return _train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after,
+                      verbose, amp, vocab, clip)
+    finally:
+        lock.release()
+
+
+def _load_state(path):
+    try:
+        return load_checkpoint(path, map_location=device)
+    except RuntimeError as e:
+        if 'not a plain checkpoint' in str(e):     # never advise weights_only=False for a state
+            raise StateMismatch(f'{path} holds pickled Python objects, which no state of '
+                                f'train_full.py does, so it is not loaded (loading it could run '
+                                f'code it carries). {_move_aside_advice(path)}') from None
+        raise
+
+
+def _diverged(model, history):
+    """What stopped being finite after an epoch, in words, or '' if nothing did."""
+    bad = _non_finite(model.state_dict().items())
+    what = [f'the validation loss is {history.valid_loss[-1]}'] if not np.isfinite(history.valid_loss[-1]) else []
+    return '; '.join(what + ([f'the weights of {", ".join(bad[:3])} are not finite'] if bad else []))
+
+
+def _train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after, verbose, amp,
+           vocab, clip):
     remove_unfinished_saves(state_path, verbose)
     fingerprint = data_fingerprint(train_ids, valid_ids, vocab_size, vocab)
     seed_everything(config['seed'])
@@ -325,7 +431,7 @@ def train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after
     history, record = History(), {'wall_seconds': 0.0, 'epochs': []}
     here = where_this_runs(amp)
     if state_path.exists():
-        state = load_checkpoint(state_path, map_location=device)
+        state = _load_state(state_path)
         check_state(state, state_path, cell, config, fingerprint)
         model.load_state_dict(state['model'])
         opt.load_state_dict(state['optimizer'])
@@ -351,24 +457,46 @@ def train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after
     amp_dtype = getattr(torch, amp) if amp else None
     while len(history.epoch) < total and (stop_after is None or len(history.epoch) < stop_after):
         start = time.perf_counter()
-        fit(model, data, 1, opt, seq_nll, history=history, scheduler=sched,
-            amp_dtype=amp_dtype, continue_average=True, verbose=verbose)
+        kept = (f'{state_path} still holds epoch {history.epoch[-1]}' if history.epoch
+                else 'no state was saved')
+        advice = (f'{kept}. Run the same command with --clip (e.g. --clip 1.0: gradient clipping, '
+                  f'recorded per epoch) to go on from there, or train another run (another --seed).')
+        try:
+            fit(model, data, 1, opt, seq_nll, history=history, scheduler=sched, clip=clip,
+                amp_dtype=amp_dtype, continue_average=True, verbose=verbose)
+        except FloatingPointError as e:
+            raise RunDiverged(f'{str(e).split(": training diverged")[0]}: training diverged; '
+                              f'{advice}') from e
+        what = _diverged(model, history)
+        if what:
+            raise RunDiverged(f'Epoch {history.epoch[-1]} diverged ({what}), so it was not saved; '
+                              f'{advice}')
         seconds = time.perf_counter() - start
         record['wall_seconds'] += seconds
-        record['epochs'].append(dict(here, seconds=seconds))
+        record['epochs'].append(dict(here, clip=clip, seconds=seconds))
         epoch = history.epoch[-1]
         if epoch in cycle_ends(config):     # before the state: a resume redoes the epoch and this
             save_cycle_end(state_path.parent / f'{cell}_cycle_end_epoch{epoch:02d}.pt', cell,
                            model, history, config, vocab)
-        save_checkpoint({'format': STATE_FORMAT, 'cell': cell, 'config': config,
+        _save_state({'format': STATE_FORMAT, 'cell': cell, 'config': config,
                          'fingerprint': fingerprint, 'model': model.state_dict(),
                          'optimizer': opt.state_dict(), 'scheduler': sched.state_dict(),
                          'history': asdict(history), 'wall_seconds': record['wall_seconds'],
                          'epochs': record['epochs'], 'rng_cpu': torch.get_rng_state(),
                          'rng_lengths': data.train.rng.bit_generator.state,
                          'rng_cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-                        state_path)
+                    state_path, epoch)
     return model, history, record
+
+
+def _save_state(state, path, epoch):
+    try:
+        save_checkpoint(state, path)
+    except OSError as e:
+        kept = f'the last completed epoch before it, {epoch - 1}, is kept in {path}' if epoch else \
+            'no earlier epoch was saved'
+        raise OSError(e.errno, f'Could not save epoch {epoch} ({e.strerror or e}); {kept}. '
+                               f'Run the same command again once the cause is fixed.') from e
 
 
 def _half(model):
@@ -465,7 +593,7 @@ def main(argv=None):
     parser.add_argument('cell', choices=sorted(CELLS))
     parser.add_argument('--tiny', action='store_true', help='the same code path at a tiny size')
     parser.add_argument('--state-dir', type=Path, default=None,
-                        help='where the per-epoch state goes (default: data/full_run)')
+                        help='where the per-epoch state goes (default: data/full_run/<name>)')
     parser.add_argument('--fp32', action='store_true',
                         help='train in fp32 even where bf16 autocast is available (a run of its '
                              'own: its name ends in _fp32)')
@@ -477,6 +605,9 @@ def main(argv=None):
                              "a fixed count of n // bptt - 1 batches per epoch")
     parser.add_argument('--seed', type=int, default=None,
                         help=f'the model seed (default: {ORIGINAL_CONFIG["seed"]}, the configuration\'s)')
+    parser.add_argument('--clip', type=float, default=None,
+                        help="clip the gradients' norm (recorded per epoch, not part of the run: "
+                             "a way on after an epoch diverged)")
     args = parser.parse_args(argv)
     config = dict(TINY_CONFIG if args.tiny else CELL_CONFIGS[args.cell], order_seed=args.order,
                   vary_bptt=args.vary_bptt)
@@ -507,11 +638,18 @@ def main(argv=None):
     n_train = config['n_train'] if speeches.is_full_corpus or not args.tiny else int(0.8 * len(ids))
     valid_end = None if config['n_valid'] is None else n_train + config['n_valid']
     train_ids, valid_ids = ids[:n_train], ids[n_train:valid_end]
+    needed = n_train + 2 * config['bs']         # two characters per column to validate on
+    if len(ids) < needed:
+        sys.exit(f'train_full.py: the text ({speeches.n_speeches} speeches of {speeches.president}, '
+                 f'{len(ids):,} characters, from the {speeches.source}) is too short for this '
+                 f'configuration: it needs more than {needed:,} characters ({n_train:,} for '
+                 f'training, then at least {2 * config["bs"]} for validation). Is the corpus '
+                 f'complete? See README, "The data".')
     try:
         model, history, record = train(args.cell, train_ids, valid_ids, len(vocab), config,
                                        state_dir / f'{args.cell}_state.pt', amp=amp,
-                                       vocab=vocab.itos)
-    except (StateMismatch, OSError) as e:
+                                       vocab=vocab.itos, clip=args.clip)
+    except (StateMismatch, RunDiverged, OSError) as e:
         sys.exit(f'train_full.py: {e}')
     valid = ship(args.cell, model, history, record, vocab, valid_ids, config, out)
     write_run_history(history_path, name, args.cell, config, history, record,

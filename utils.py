@@ -903,10 +903,24 @@ def save_checkpoint(obj, path):
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        full = next((c for c in _causes(e) if isinstance(c, OSError) and c.errno == errno.ENOSPC), None)
+        if full is not None:        # torch reports it as "unexpected pos ..." with the cause inside
+            raise OSError(errno.ENOSPC, f'No space left in {path.parent} to save {path.name}: '
+                                        f'{path.name} is as it was before this save; free some '
+                                        f'space and save again') from e
         raise
     return path
+
+
+def _causes(e):
+    """``e`` and the exceptions it was raised from or while handling."""
+    seen = []
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return seen
 
 
 def load_checkpoint(path, map_location='cpu'):

@@ -441,3 +441,146 @@ def test_a_run_with_the_original_varied_lengths_resumes_bit_for_bit(tmp_path):
     batches = len(whole.batch_loss) // 3
     assert batches == 1200 // 4 // 10 - 1 and len(fixed.batch_loss) // 3 == 30   # 29 varied, 30 fixed
     assert train_full.run_name('lstm', config) == 'lstm_sorted_seed42_varybptt'
+
+
+# --- nothing lost: diverged epochs, one run per state, damaged states, full disks ----------
+
+def _poison_last_batch(monkeypatch, value=float('nan')):
+    """Make fit's last update of the next epoch leave a non-finite weight behind."""
+    real_fit = train_full.fit
+
+    def fit(model, *args, **kwargs):
+        history = real_fit(model, *args, **kwargs)
+        with torch.no_grad():
+            model.l_out.bias[0] = value
+        history.valid_loss[-1] = train_full.evaluate(model, args[0].valid, train_full.seq_nll)
+        return history
+    monkeypatch.setattr(train_full, 'fit', fit)
+
+
+def test_a_diverged_epoch_never_replaces_the_last_good_state(tmp_path, monkeypatch):
+    _train(tmp_path / 's.pt', stop_after=1)
+    good = (tmp_path / 's.pt').read_bytes()
+    _poison_last_batch(monkeypatch)
+    with pytest.raises(train_full.RunDiverged, match=r'Epoch 1 diverged \(the validation loss is nan; the weights '
+                       r'of l_out.bias are not finite\), so it was not saved; .*s.pt still holds epoch 0\. '
+                       r'Run the same command with --clip'):
+        _train(tmp_path / 's.pt', stop_after=2)
+    assert (tmp_path / 's.pt').read_bytes() == good
+    monkeypatch.undo()
+    _, history, record = _train(tmp_path / 's.pt', stop_after=2, clip=1.0)   # the way on it names
+    assert history.epoch == [0, 1] and [e['clip'] for e in record['epochs']] == [None, 1.0]
+
+
+def test_a_loss_that_stops_being_finite_mid_epoch_keeps_the_state_and_says_how_to_go_on(tmp_path, monkeypatch):
+    _train(tmp_path / 's.pt', stop_after=1)
+    good = (tmp_path / 's.pt').read_bytes()
+    real = train_full.build_model
+
+    def poisoned(cell, vocab_size, config):            # the resumed weights turn NaN in memory
+        model = real(cell, vocab_size, config)
+        load = model.load_state_dict
+        model.load_state_dict = lambda sd: load({k: v * float('nan') if k == 'e.weight' else v
+                                                 for k, v in sd.items()})
+        return model
+    monkeypatch.setattr(train_full, 'build_model', poisoned)
+    with pytest.raises(train_full.RunDiverged, match=r'The loss is nan at epoch 1, batch 0: training diverged; '
+                       r'.*s.pt still holds epoch 0\. Run the same command with --clip'):
+        _train(tmp_path / 's.pt', stop_after=2)
+    assert (tmp_path / 's.pt').read_bytes() == good
+
+
+def test_a_second_run_on_the_same_state_is_refused_by_name(tmp_path):
+    from filelock import FileLock
+    with FileLock(str(tmp_path / 's.pt') + '.lock'):          # a run holding the state
+        (tmp_path / 's.pt.a1b2.tmp').write_bytes(b'a save of that run, under way')
+        with pytest.raises(train_full.StateMismatch, match=r'Another run is training into .*s\.pt \(it holds '
+                           r'.*s\.pt\.lock\): wait for it to end, or give this run a state of its own'):
+            _train(tmp_path / 's.pt', stop_after=1)
+        assert (tmp_path / 's.pt.a1b2.tmp').exists() and not (tmp_path / 's.pt').exists()
+    _train(tmp_path / 's.pt', stop_after=1)                      # once it ended
+    assert (tmp_path / 's.pt').exists() and not (tmp_path / 's.pt.a1b2.tmp').exists()
+
+
+@pytest.mark.parametrize('damage, words', [
+    (lambda s: s['model'].__setitem__('l_out.bias', s['model']['l_out.bias'] * float('nan')),
+     'not finite (NaN or infinite) in l_out.bias'),
+    (lambda s: s['optimizer']['state'][0].__setitem__('exp_avg_sq', s['optimizer']['state'][0]['exp_avg_sq'] * float('nan')),
+     'not finite (NaN or infinite) in optimiser exp_avg_sq of parameter 0'),
+    (lambda s: s['history'].__setitem__('average', float('nan')), 'not finite (NaN or infinite) in moving average'),
+    (lambda s: s.pop('optimizer'), "'optimizer' is missing"),
+    (lambda s: s.__setitem__('epochs', 'x'), "'epochs' is a str"),
+    (lambda s: s['history'].__setitem__('valid_loss', []), 'its history'),
+    (lambda s: s['scheduler'].__setitem__('last_epoch', 10_000), 'its schedule is at batch 10000 but its history has'),
+])
+def test_a_damaged_state_is_named_as_damaged_before_anything_is_read(tmp_path, damage, words):
+    _train(tmp_path / 's.pt', stop_after=1)
+    state = utils.load_checkpoint(tmp_path / 's.pt')
+    damage(state)
+    utils.save_checkpoint(state, tmp_path / 's.pt')
+    with pytest.raises(train_full.StateMismatch, match=r'.*s\.pt is a damaged state: .*' + re.escape(words)) as e:
+        _train(tmp_path / 's.pt')
+    assert 'Move it aside' in str(e.value) and 'diverg' not in str(e.value)
+
+
+def test_a_state_of_a_newer_version_or_of_pickled_objects_is_named_for_what_it_is(tmp_path):
+    _train(tmp_path / 's.pt', stop_after=1)
+    state = utils.load_checkpoint(tmp_path / 's.pt')
+    state['format'] = 'train_full state, format 9'
+    utils.save_checkpoint(state, tmp_path / 's.pt')
+    with pytest.raises(train_full.StateMismatch, match=r'a state of a newer version of train_full.py \(format 9; '
+                       r'this one reads 2\): update your checkout'):
+        _train(tmp_path / 's.pt')
+    torch.save({'format': train_full.STATE_FORMAT, 'x': np.arange(3)}, tmp_path / 'p.pt')
+    with pytest.raises(train_full.StateMismatch, match='holds pickled Python objects') as e:
+        _train(tmp_path / 'p.pt')
+    assert 'weights_only=False' not in str(e.value)
+
+
+def test_a_full_disk_during_a_save_names_the_cause_and_keeps_the_last_epoch(tmp_path, monkeypatch):
+    import errno
+    _train(tmp_path / 's.pt', stop_after=1)
+    good = (tmp_path / 's.pt').read_bytes()
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, b):
+            raise OSError(errno.ENOSPC, 'No space left on device')
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.fh.close()
+    monkeypatch.setattr(utils.os, 'fdopen', lambda fd, mode: Full(real_fdopen(fd, mode)))
+    with pytest.raises(OSError, match=r'Could not save epoch 1 \(No space left in .* to save s\.pt: s\.pt is as it '
+                       r'was before this save; free some space and save again\); the last completed epoch '
+                       r'before it, 0, is kept in .*s\.pt'):
+        _train(tmp_path / 's.pt', stop_after=2)
+    assert (tmp_path / 's.pt').read_bytes() == good and not list(tmp_path.glob('*.tmp'))
+
+
+def test_a_state_carried_out_of_bf16_autocast_runs_on_in_fp32():
+    model = train_full.build_model('lstm', 12, CONFIG).eval()
+    x = torch.randint(0, 12, (4, 5))
+    model(x)
+    carried = tuple(t.clone() for t in model.h)
+    model.h = tuple(t.to(torch.bfloat16) for t in carried)     # as a bf16 forward leaves it
+    out = model(x)                                              # raised inside the LSTM before
+    model.h = tuple(t.to(torch.bfloat16).float() for t in carried)
+    assert torch.equal(out, model(x)) and model.h[0].dtype == torch.float32
+
+
+def test_a_text_too_short_for_the_configuration_is_named_with_what_it_needs(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_full, 'load_speeches', lambda president, order=None: _speeches('corpus', n=40_010))
+    with pytest.raises(SystemExit, match=r'the text \(3 speeches of obama, 40,010 characters, from the corpus\) '
+                       r'is too short for this configuration: it needs more than 40,032 characters \(40,000 '
+                       r'for training, then at least 32 for validation\)'):
+        train_full.main(['lstm', '--tiny', '--state-dir', str(tmp_path)])
+    assert not list(tmp_path.glob('*state*'))
