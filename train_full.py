@@ -64,7 +64,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from utils import (DATA_DIR, CharVocab, History, LanguageModelData, LanguageModelLoader,  # noqa: E402
-                   device, evaluate,
+                   _check_device_available, device, evaluate,
                    fit, load_checkpoint, load_speeches, original_sgdr_schedule, save_checkpoint,
                    seed_everything, seq_nll)
 
@@ -577,16 +577,55 @@ def ship(cell, model, history, record, vocab, valid_ids, config, path):
 def load_shipped(path, device='cpu'):
     """A checkpoint written by :func:`ship` (``models/<cell>_3x512.pt``), ready to evaluate:
     returns ``(model, checkpoint)``, the model of the checkpoint's cell built from its
-    configuration and vocabulary, its fp16 weights cast to fp32, on ``device``."""
+    configuration and vocabulary, its fp16 weights cast to fp32, on ``device``. Everything is
+    checked before the model is built (its cell, configuration, vocabulary and weights: names,
+    shapes and finiteness), so a damaged or crafted file is refused by name, never half-loaded."""
+    device = _check_device_available(device, f'load_shipped({Path(path).name!r}, device={str(device)!r})')
     checkpoint = load_checkpoint(path)
     if (not isinstance(checkpoint, dict) or checkpoint.get('cell') not in CELLS
             or 'valid_loss_shipped_weights' not in checkpoint):
         raise ValueError(f'{path} is not a checkpoint shipped by train_full.py (models/<cell>_3x512.pt); '
                          f'a state file of a run is resumed by train_full.py instead')
+    problem = _shipped_problem(checkpoint)
+    if problem:
+        raise ValueError(f'{path} is a damaged checkpoint: {problem}. Restore it from the repository '
+                         f'(git checkout -- {path}) or ship it again with train_full.py.')
     model = build_model(checkpoint['cell'], len(checkpoint['vocab']), checkpoint['config'])
     model.load_state_dict({k: v.float() if v.is_floating_point() else v
                            for k, v in checkpoint['model'].items()})
     return model.to(device).eval(), checkpoint
+
+
+def _shipped_problem(ck):
+    """What is wrong with a shipped checkpoint's contents, in words, or '' if nothing is."""
+    config, vocab, weights = ck.get('config'), ck.get('vocab'), ck.get('model')
+    if not isinstance(config, dict) or not isinstance(weights, dict) or not isinstance(vocab, list):
+        return 'its config, vocab or model is missing or of the wrong type'
+    sizes = {k: config.get(k) for k in ('n_fac', 'n_hidden', 'n_layers')}
+    limits = {'n_fac': 100_000, 'n_hidden': 100_000, 'n_layers': 64}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= limits[k] for k, v in sizes.items()):
+        return f'its configuration has sizes out of range ({sizes})'
+    if not (isinstance(config.get('dropout'), (int, float)) and 0 <= config['dropout'] < 1):
+        return f'its dropout is {config.get("dropout")!r}, not a number from 0 to 1'
+    if not vocab or not all(isinstance(c, str) and len(c) == 1 for c in vocab) or len(set(vocab)) != len(vocab):
+        return 'its vocabulary is not a list of distinct single characters'
+    with torch.device('meta'):      # the shapes the configuration implies, without allocating them
+        expected = {k: v.shape for k, v in build_model(ck['cell'], len(vocab), config).state_dict().items()}
+    if set(weights) != set(expected):
+        missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+        return f'its weights do not match its configuration (missing {missing[:3]}, unexpected {extra[:3]})'
+    wrong = [f'{k} is {tuple(getattr(v, "shape", ()))}, not {tuple(expected[k])}' for k, v in weights.items()
+             if not torch.is_tensor(v) or v.shape != expected[k]]
+    if wrong:
+        return 'its weights do not match its configuration and vocabulary: ' + '; '.join(wrong[:3])
+    bad = _non_finite(weights.items())
+    if bad:
+        return f'its weights {", ".join(bad[:3])} are not finite (NaN or infinite)'
+    loss = ck['valid_loss_shipped_weights']
+    if not (isinstance(loss, (int, float)) and np.isfinite(loss) and loss >= 0):
+        return f'its recorded validation loss is {loss!r}'
+    return ''
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])

@@ -1271,6 +1271,11 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
                 cand = cand + mask
             flat = cand.flatten()
             n_finite = int(torch.isfinite(flat).sum())
+            if n_finite == 0:
+                raise FloatingPointError(
+                    f'beam_search: no extension of {texts[0]!r} has a finite log-probability at '
+                    f'step {step}: the model returned NaN or -inf for every character (are its '
+                    f'weights finite?)')
             prune = beam_size is not None and ((step + 1) % prune_every == 0 or step == steps - 1)
             k = min(beam_size, n_finite) if prune else n_finite
             scores, order = flat.topk(k)

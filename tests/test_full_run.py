@@ -584,3 +584,50 @@ def test_a_text_too_short_for_the_configuration_is_named_with_what_it_needs(tmp_
                        r'for training, then at least 32 for validation\)'):
         train_full.main(['lstm', '--tiny', '--state-dir', str(tmp_path)])
     assert not list(tmp_path.glob('*state*'))
+
+
+# --- shipped checkpoints are checked before they are trusted --------------------------------
+
+@pytest.fixture
+def shipped(tmp_path):
+    model, history, record = _train(tmp_path / 's.pt', stop_after=1)
+    path = tmp_path / 'ship.pt'
+    train_full.ship('lstm', model, history, record, utils.CharVocab('abcdefghijkl'), _ids(400, seed=1),
+                    CONFIG, path)
+    return path
+
+
+@pytest.mark.parametrize('damage, words', [
+    (lambda ck: ck['config'].__setitem__('n_hidden', 1_000_000), "sizes out of range"),
+    (lambda ck: ck['config'].__setitem__('n_hidden', 16), 'rnn.weight_ih_l0 is (32, 4), not (64, 4)'),
+    (lambda ck: ck['config'].__setitem__('dropout', 'half'), "its dropout is 'half'"),
+    (lambda ck: ck['vocab'].pop(), 'e.weight is (12, 4), not (11, 4)'),
+    (lambda ck: ck['vocab'].__setitem__(0, 'ab'), 'not a list of distinct single characters'),
+    (lambda ck: ck['model'].pop('l_out.bias'), "missing ['l_out.bias']"),
+    (lambda ck: ck['model']['l_out.bias'].__setitem__(0, float('nan')), 'l_out.bias are not finite'),
+    (lambda ck: ck.__setitem__('valid_loss_shipped_weights', float('nan')), 'recorded validation loss is nan'),
+    (lambda ck: ck.__setitem__('vocab', 'abc'), 'config, vocab or model is missing or of the wrong type'),
+])
+def test_a_damaged_shipped_checkpoint_is_refused_by_name_before_a_model_is_built(shipped, monkeypatch, damage, words):
+    ck = torch.load(shipped, weights_only=True)
+    damage(ck)
+    torch.save(ck, shipped)
+    built, real = [], train_full.build_model
+    monkeypatch.setattr(train_full, 'build_model', lambda *a: built.append(torch.get_default_device().type) or real(*a))
+    with pytest.raises(ValueError, match=r'.*ship\.pt is a damaged checkpoint: .*' + re.escape(words)):
+        train_full.load_shipped(shipped)
+    assert set(built) <= {'meta'}                          # refused before a real model was built
+
+
+def test_load_shipped_names_a_device_this_machine_lacks(shipped):
+    with pytest.raises(RuntimeError, match=r"load_shipped\('ship.pt', device='cuda:7'\): the device cuda:7 is not "
+                       r"available here; this machine has: cpu"):
+        train_full.load_shipped(shipped, device='cuda:7')
+
+
+def test_beam_search_raises_when_no_extension_is_finite():
+    model = train_full.build_model('lstm', 12, CONFIG).eval()
+    with torch.no_grad():
+        model.l_out.bias.fill_(float('nan'))
+    with pytest.raises(FloatingPointError, match=r"no extension of 'ab' has a finite log-probability at step 0"):
+        utils.beam_search(model, utils.CharVocab('abcdefghijkl'), 'ab', 3, beam_size=2)
