@@ -168,6 +168,10 @@ def _check_zip_entries(zf, url, dest):
             raise CorpusDownloadError(
                 f'Refusing the zip from {url}: entry {name!r} is an absolute path, a link or '
                 f'climbs out with "..". Nothing was written. {_remedy(url, dest)}')
+        if info.is_dir() and name.rstrip('/').endswith('.txt'):
+            raise CorpusDownloadError(
+                f'Refusing the zip from {url}: entry {name!r} is a folder named like a speech. '
+                f'Nothing was written. {_remedy(url, dest)}')
         if parts == (CORPUS_FOLDER,) and not info.is_dir():
             raise CorpusDownloadError(
                 f'Refusing the zip from {url}: "{CORPUS_FOLDER}" in it is a file, not a folder. '
@@ -427,6 +431,10 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline):
             raise CorpusDownloadError(
                 f'What {url} sent is not a zip file (a web page, or a truncated download?). '
                 f'{_remedy(url, dest)}') from e
+        except (UnicodeDecodeError, NotImplementedError, RuntimeError) as e:   # e.g. names not UTF-8
+            raise CorpusDownloadError(
+                f'The zip from {url} cannot be read ({type(e).__name__}: {e}): not the corpus '
+                f'zip. {_remedy(url, dest)}', cause=f'the zip cannot be read ({type(e).__name__})') from e
         with zf:
             _check_zip_entries(zf, url, dest)
             unpacked = work / 'unpacked'
@@ -435,11 +443,25 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline):
             except (zipfile.BadZipFile, EOFError) as e:
                 raise CorpusDownloadError(
                     f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
+            except (NotImplementedError, RuntimeError, UnicodeDecodeError) as e:   # encrypted,
+                raise CorpusDownloadError(                                       # unknown method
+                    f'The zip from {url} cannot be unpacked ({type(e).__name__}: {e}): not the '
+                    f'corpus zip. {_remedy(url, dest)}',
+                    cause=f'the zip cannot be unpacked ({type(e).__name__})') from e
             except OSError as e:
                 if e.errno in _DISK_ERRNOS:
                     raise _disk_error(e, url, dest) from e
                 raise CorpusDownloadError(
                     f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
+        folder = unpacked / CORPUS_FOLDER
+        presidents = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        short = _short_folders(folder)
+        if not presidents or short:     # the check a folder unpacked by hand meets
+            what = (f'too few speeches in {", ".join(short[:5])}{" ..." if len(short) > 5 else ""}'
+                    if presidents else 'no president folders')
+            raise CorpusDownloadError(
+                f'The zip from {url} is not the complete corpus ({what}); nothing was kept. '
+                f'{_remedy(url, dest)}', cause=f'the zip is not the complete corpus ({what})')
         try:
             (unpacked / CORPUS_FOLDER / _COMPLETE).write_text(f'downloaded from {url}\n')
             os.replace(unpacked / CORPUS_FOLDER, target)

