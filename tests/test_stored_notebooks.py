@@ -57,3 +57,42 @@ def test_the_notebooks_the_offline_pass_skips_read_no_corpus():
                          if c['cell_type'] == 'code')
         for word in ('get_data', 'DATA_DIR', 'CORPUS', 'sotu', 'speeches', 'load_checkpoint', 'open('):
             assert word not in code, (path.name, word)
+
+
+def _outputs(path):
+    """Every text a notebook's stored cells show, whitespace collapsed."""
+    nb = json.loads(path.read_text())
+    texts = []
+    for cell in nb['cells']:
+        for out in cell.get('outputs', []):
+            texts.append(''.join(out.get('text', '')) + ''.join(out.get('data', {}).get('text/plain', '')))
+    return re.sub(r'\s+', ' ', ' '.join(texts))
+
+
+README = Path(__file__).resolve().parents[1] / 'README.md'
+
+
+def test_readme_gives_each_notebooks_time_as_its_stored_run_printed_it():
+    readme = README.read_text()
+    for path in NOTEBOOKS:
+        row = re.search(rf'\| `notebooks/{re.escape(path.name)}` \|.*\((\d+) s\) \|', readme)
+        assert row, f'README has no row with the time of {path.name}'
+        assert f'whole notebook: {row.group(1)} s' in _outputs(path), path.name
+
+
+#: Figures README quotes from notebook outputs: (README's words, notebook, what its outputs show).
+QUOTED = [
+    ('greedy search (-73.35)', '03', 'greedy (beam 1) -73.35 0.02'),
+    ('beam search with beam 5 (-58.46)', '03', 'beam 5 -58.46 0.02'),
+    ('(-58.71, -59.45), the latter in 5.37 s against 0.02 s', '03', 'beam 5, prune every 3 steps -59.45 5.37'),
+    ('every 2 or 3 steps', '03', 'beam 5, prune every 2 steps -58.71'),
+    ('a log-probability of -89.25', '03', 'best of 1024 samples -89.25'),
+    ('40 characters back, the gradient of the plain RNN is 8.8e-9', '03', '8.8e-09'),
+]
+
+
+@pytest.mark.parametrize('words, notebook, shown', QUOTED, ids=[q[0] for q in QUOTED])
+def test_readme_quotes_what_the_stored_notebooks_show(words, notebook, shown):
+    assert words in re.sub(r'\s+', ' ', README.read_text())
+    path = next(p for p in NOTEBOOKS if p.name.startswith(notebook + '_'))
+    assert shown in _outputs(path)
