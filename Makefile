@@ -15,10 +15,13 @@ export PRESIDENTIAL_PROGRESS := 0
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt
+# The versions the stored pages were made with (constraints.txt); CONSTRAINTS= for the newest.
+CONSTRAINTS ?= constraints.txt
+
+$(STAMP): requirements.txt $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)" -r requirements.txt
+	$(PY) -m pip install -q "$(TORCH)" -r requirements.txt $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 	touch $(STAMP)
 
 # Execute every notebook, in order, into $(BUILD) (.ipynb and .html); the committed ones stay untouched.

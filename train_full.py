@@ -36,8 +36,8 @@ of another run (cell, configuration, order, seed or text) is refused by name, ne
 overwritten. At the end the headline run (``lstm_sorted_seed42``, ``gru_sorted_seed42``) writes
 ``models/<cell>_3x512.pt``: the weights in fp16, the vocabulary, the configuration, the history
 and how it was made, epoch by epoch; notebook 03 loads and re-checks it. Other runs write their
-weights to ``<cell>_final.pt`` in their state folder, and every run its history to
-``models/runs/<name>.json``.
+weights to ``<cell>_final.pt`` in their state folder, and every full-size run its history to
+``models/runs/<name>.json`` (a ``--tiny`` run: to its state folder).
 
 ``--tiny`` runs the same code at a tiny size (seconds on a CPU, either corpus) into
 ``data/full_run_tiny/<name>/``; CI uses it so that this path never goes untested.
@@ -78,8 +78,8 @@ ORIGINAL_CONFIG = dict(n_fac=42, n_hidden=512, n_layers=3, dropout=0.5, bs=64, b
 #: a fixed bptt.
 CONFIG_DEFAULTS = dict(order_seed=None, vary_bptt=False)
 #: The configuration of each cell. The GRU, which the original never trained, learns at 3e-3:
-#: in one run at the LSTM's 1e-2 the 3 x 512 GRU's first two epochs ended 0.5 to 0.7 nats above
-#: the character-frequency baseline on validation (valid 3.50 and 3.68; README); not continued.
+#: an earlier run at the LSTM's 1e-2 went badly in its first two epochs and was stopped; its
+#: output was not kept, so no figure of it is quoted (README).
 CELL_CONFIGS = {'lstm': ORIGINAL_CONFIG, 'gru': dict(ORIGINAL_CONFIG, lr=3e-3)}
 #: The same code path at a size that runs in about a minute on a CPU.
 TINY_CONFIG = dict(ORIGINAL_CONFIG, n_fac=8, n_hidden=32, bs=16, bptt=24, cycles=2,
@@ -507,7 +507,7 @@ def _half(model):
 
 def save_cycle_end(path, cell, model, history, config, vocab=None):
     """Keep the weights at the end of a cycle (fp16), as the original saved its model at the
-    end of every cycle: the members of a snapshot ensemble. Not committed (about 10 MB each)."""
+    end of every cycle: the members of a snapshot ensemble. Not committed (about 11 MB each for the LSTM, 8 MB for the GRU)."""
     save_checkpoint({'cell': cell, 'config': config, 'epoch': history.epoch[-1],
                      'train_loss': history.train_loss[-1], 'valid_loss': history.valid_loss[-1],
                      'vocab': None if vocab is None else list(vocab), 'model': _half(model)}, path)
