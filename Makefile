@@ -61,7 +61,7 @@ full-gru: $(STAMP)
 # The same code path at a tiny size (CI runs it).
 full-tiny: $(STAMP)
 	$(PY) train_full.py lstm --tiny && $(PY) train_full.py gru --tiny && \
-	  $(PY) train_full.py lstm --tiny --order 1 --vary-bptt --seed 3
+	  $(PY) train_full.py lstm --tiny --order 1 --vary-bptt --seed 3 && $(PY) train_full.py awd --tiny
 
 # Unit tests, then every notebook under nbval, one after another with torch's threads. TEST_JOBS=2
 # runs two test files or notebooks at a time (pytest-xdist, one thread each: conftest.py); on the

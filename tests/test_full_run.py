@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import train_full
 import utils
@@ -631,3 +633,78 @@ def test_beam_search_raises_when_no_extension_is_finite():
         model.l_out.bias.fill_(float('nan'))
     with pytest.raises(FloatingPointError, match=r"no extension of 'ab' has a finite log-probability at step 0"):
         utils.beam_search(model, utils.CharVocab('abcdefghijkl'), 'ab', 3, beam_size=2)
+
+
+# --- the regularised LSTM (groundwork for the "past 1.101" runs) ----------------------------
+
+AWD = dict(CONFIG, **train_full.AWD_CONFIG)
+
+
+def test_locked_dropout_shares_one_mask_across_time_and_is_off_in_eval():
+    drop = train_full.LockedDropout(0.5)
+    x = torch.ones(3, 7, 5)
+    y = drop(x)
+    assert set(y.unique().tolist()) <= {0.0, 2.0} and 0 < (y == 0).sum() < y.numel()
+    assert torch.equal(y, y[:, :1].expand_as(y))            # every time step has the same mask
+    assert not torch.equal(y[0], y[1]) or not torch.equal(y[1], y[2])   # masks differ by sequence
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_embedding_dropout_drops_whole_characters_and_is_off_in_eval():
+    e = nn.Embedding(6, 4)
+    x = torch.tensor([[0, 1, 2, 3, 4, 5, 0, 1]])
+    torch.manual_seed(1)
+    y = train_full.embedding_dropout(e, x, 0.5, training=True)
+    dropped = {int(c) for c, row in zip(x[0], y[0]) if not row.any()}
+    assert dropped and all(not y[0, j].any() for j in range(8) if int(x[0, j]) in dropped)  # every occurrence
+    kept = [j for j in range(8) if int(x[0, j]) not in dropped]
+    assert torch.allclose(y[0, kept], 2 * e(x)[0, kept])
+    assert torch.equal(train_full.embedding_dropout(e, x, 0.5, training=False), e(x))
+
+
+def test_weight_drop_runs_the_fused_lstm_on_the_dropped_matrix_and_the_raw_one_in_eval():
+    torch.manual_seed(0)
+    wd = train_full.WeightDroppedLSTM(3, 4, 0.5)
+    x = torch.randn(2, 6, 3)
+    reference = nn.LSTM(3, 4, batch_first=True)
+    state = {k: v for k, v in wd.lstm.state_dict().items()}
+    torch.manual_seed(5)
+    out, _ = wd.train()(x)
+    torch.manual_seed(5)
+    dropped = F.dropout(wd.weight_hh_raw, 0.5, True)          # the same draw
+    reference.load_state_dict(dict(state, weight_hh_l0=dropped.detach()))
+    assert (dropped == 0).any() and torch.allclose(out, reference(x)[0], atol=1e-6)
+    out.sum().backward()
+    assert wd.weight_hh_raw.grad is not None and (wd.weight_hh_raw.grad[dropped == 0] == 0).all()
+    reference.load_state_dict(dict(state, weight_hh_l0=wd.weight_hh_raw.detach()))
+    assert torch.equal(wd.eval()(x)[0], reference(x)[0])      # the same weights at test time
+    assert 'lstm.weight_hh_l0' not in wd.state_dict() and 'weight_hh_raw' in wd.state_dict()
+
+
+def test_ar_and_tar_are_what_they_say_on_a_known_output_and_zero_in_eval():
+    model = train_full.build_model('awd', 12, dict(AWD, alpha=2.0, beta=3.0)).train()
+    raw = torch.tensor([[[1.0, 2.0], [3.0, 6.0]]])            # (batch 1, time 2, features 2)
+    dropped = torch.tensor([[[0.0, 4.0], [2.0, 0.0]]])
+    model.last = (raw, dropped)
+    ar = (0 + 16 + 4 + 0) / 4
+    tar = ((3 - 1) ** 2 + (6 - 2) ** 2) / 2
+    assert model.regularisation().item() == pytest.approx(2.0 * ar + 3.0 * tar)
+    assert model.eval().regularisation() == 0.0
+
+
+def test_the_regularised_lstm_has_the_shapes_ties_its_decoder_and_resumes_bit_for_bit(tmp_path):
+    model = train_full.build_model('awd', 12, dict(AWD, tie=True))
+    assert model.l_out.weight is model.e.weight and model.rnns[-1].lstm.hidden_size == AWD['n_fac']
+    log_probs = model(torch.randint(0, 12, (4, 10)))
+    assert log_probs.shape == (4, 10, 12) and len(model.h) == AWD['n_layers']
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(4, 10))
+    _, whole, _ = _train(tmp_path / 'a.pt', cell='awd', config=AWD)
+    _train(tmp_path / 'b.pt', stop_after=1, cell='awd', config=AWD)
+    model, resumed, record = _train(tmp_path / 'b.pt', cell='awd', config=AWD)
+    assert resumed.batch_loss == whole.batch_loss and resumed.valid_loss == whole.valid_loss
+    path = tmp_path / 'ship.pt'
+    recorded = train_full.ship('awd', model, resumed, record, utils.CharVocab('abcdefghijkl'),
+                               _ids(400, seed=1), AWD, path)
+    loaded, _ = train_full.load_shipped(path)
+    loss = utils.evaluate(loaded, utils.LanguageModelLoader(_ids(400, seed=1), AWD['bs'], AWD['bptt']), utils.seq_nll)
+    assert loss == pytest.approx(recorded, abs=1e-6)
