@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import utils
-from conftest import rows
+from helpers import rows
 
 
 # --- CharVocab ----------------------------------------------------------------------------

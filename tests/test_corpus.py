@@ -5,16 +5,10 @@ from pathlib import Path
 import pytest
 
 import utils
-from conftest import SPEECH, corpus_zip, make_zip
+from helpers import SPEECH, corpus_zip, leftovers, make_zip
 
 SHARED_ZIP = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'presidential_speeches.zip'
 ORIGINAL_VOCAB = ' !"$\',-./0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWYZabcdefghijklmnopqrstuvwxyz'
-
-
-def leftovers(dest):
-    # the lock file stays (deleting a lock file is racy); anything else is a leftover
-    return sorted(p.name for p in Path(dest).iterdir() if p.name != utils._LOCK) \
-        if Path(dest).exists() else []
 
 
 # --- get_data ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import utils
-from conftest import SPEECH, corpus_zip, make_zip, trickling
+from helpers import SPEECH, corpus_zip, make_zip, trickling
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = utils.CORPUS_FOLDER

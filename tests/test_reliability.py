@@ -13,9 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import utils
-from conftest import ROOT, SPEECH, corpus_zip, make_zip, trickling
-from test_corpus import leftovers
-from test_training import Tiny, tiny_data
+from helpers import ROOT, SPEECH, Tiny, corpus_zip, leftovers, make_zip, tiny_data, trickling
 
 FOLDER = utils.CORPUS_FOLDER
 REAL_COUNTS = dict(utils.CORPUS_FILE_COUNTS)     # the real corpus's, before the server fixture patches them

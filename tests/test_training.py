@@ -6,7 +6,7 @@ from torch import nn
 import torch.nn.functional as F
 
 import utils
-from conftest import rows
+from helpers import Tiny, rows, tiny_data
 
 
 # --- CharVocab -------------------------------------------------------------------------
@@ -98,23 +98,6 @@ def test_from_arrays_rejects_mismatched_lengths():
 
 
 # --- training --------------------------------------------------------------------------
-
-class Tiny(nn.Module):
-    def __init__(self, vocab_size=5, n_fac=4):
-        super().__init__()
-        self.e = nn.Embedding(vocab_size, n_fac)
-        self.l_out = nn.Linear(2 * n_fac, vocab_size)
-
-    def forward(self, x):
-        return F.log_softmax(self.l_out(self.e(x).flatten(1)), dim=-1)
-
-
-def tiny_data(n=600):
-    g = np.random.default_rng(0)
-    xs = g.integers(0, 5, size=(n, 2))
-    return utils.ArraysData.from_arrays(utils.last_rows(n, 100), xs, xs[:, 0],
-                                        bs=32, seed=0)
-
 
 def test_fit_lowers_loss_and_reports(capsys):
     utils.seed_everything(0)
