@@ -15,7 +15,8 @@ export PRESIDENTIAL_PROGRESS := 0
 
 setup: $(STAMP)
 
-# The versions the stored pages were made with (constraints.txt); CONSTRAINTS= for the newest.
+# Pinned versions (constraints.txt), so that a new release cannot change a checked output;
+# CONSTRAINTS= for the newest versions requirements.txt allows.
 CONSTRAINTS ?= constraints.txt
 
 $(STAMP): requirements.txt $(CONSTRAINTS)

@@ -80,14 +80,15 @@ CONFIG_DEFAULTS = dict(order_seed=None, vary_bptt=False)
 #: The configuration of each cell. The GRU, which the original never trained, learns at 3e-3:
 #: an earlier run at the LSTM's 1e-2 went badly in its first two epochs and was stopped; its
 #: output was not kept, so no figure of it is quoted (README).
-#: The regularised LSTM's own settings ('awd', groundwork for the "past 1.101" runs): the
-#: character-level values of the AWD-LSTM paper's code as a starting point (dropout 0.1 before
-#: the decoder), to be chosen by a probe in notebook 08.
+#: The regularised LSTM's own settings ('awd', groundwork for runs that try to go past 1.101):
+#: like the AWD-LSTM paper's character-level settings, embedding dropout, AR and TAR start at 0
+#: (implemented, off) and dropout before the decoder at 0.1; unlike them, the decoder is not tied.
+#: A planned notebook 08 is to choose them by a probe.
 AWD_KEYS = dict(dropouti=0.1, dropouth=0.25, dropoute=0.0, wdrop=0.5, alpha=0.0, beta=0.0, tie=False)
 AWD_CONFIG = dict(AWD_KEYS, dropout=0.1)
 CELL_CONFIGS = {'lstm': ORIGINAL_CONFIG, 'gru': dict(ORIGINAL_CONFIG, lr=3e-3),
                 'awd': dict(ORIGINAL_CONFIG, **AWD_CONFIG)}
-#: The same code path at a size that runs in about a minute on a CPU.
+#: The same code path at a size that runs in seconds on a CPU.
 TINY_CONFIG = dict(ORIGINAL_CONFIG, n_fac=8, n_hidden=32, bs=16, bptt=24, cycles=2,
                    n_train=40_000, n_valid=8_000)
 #: Written into every state file; a file without it is not a state of this version.
@@ -145,7 +146,7 @@ class CharGRU(CharSeqStatefulRNN):
 
 
 # The regularised LSTM that came after the original (Merity, Keskar and Socher 2017, "AWD-LSTM"),
-# at the original's size, for the "past 1.101" runs. Groundwork: notebook 08 is to teach it.
+# at the original's size, for runs that try to go past 1.101. Groundwork: a planned notebook 08 is to teach it.
 
 class LockedDropout(nn.Module):
     """Variational dropout: one mask per sequence of a batch, shared by all its time steps
@@ -325,10 +326,23 @@ def _hardware():
     return f'{cpu}, {torch.get_num_threads()} threads'
 
 
+def _instruction_set():
+    """The CPU's widest instruction set for this work, from /proc/cpuinfo: 'AMX', 'avx512_bf16',
+    'AVX2' or 'unknown' (what decides whether an LSTM runs in bf16 here)."""
+    try:
+        flags = next((line.split(':', 1)[1].split() for line in open('/proc/cpuinfo')
+                      if line.startswith('flags')), [])
+    except OSError:
+        flags = []
+    return next((name for flag, name in (('amx_bf16', 'AMX'), ('avx512_bf16', 'avx512_bf16'),
+                                         ('avx2', 'AVX2')) if flag in flags), 'unknown')
+
+
 def where_this_runs(amp):
-    """The provenance of an epoch trained here: hardware, device, numeric path, torch, commit."""
-    return {'hardware': _hardware(), 'device': device.type, 'amp': amp,
-            'torch': str(torch.__version__), 'commit': _commit()}
+    """The provenance of an epoch trained here: hardware, the CPU's instruction set, device,
+    numeric path, torch, commit."""
+    return {'hardware': _hardware(), 'instruction_set': _instruction_set(), 'device': device.type,
+            'amp': amp, 'torch': str(torch.__version__), 'commit': _commit()}
 
 
 def data_fingerprint(train_ids, valid_ids, vocab_size, vocab=None):
@@ -626,7 +640,7 @@ def _half(model):
 
 def save_cycle_end(path, cell, model, history, config, vocab=None):
     """Keep the weights at the end of a cycle (fp16), as the original saved its model at the
-    end of every cycle: the members of a snapshot ensemble. Not committed (about 11 MB each for the LSTM, 8 MB for the GRU)."""
+    end of every cycle: the members of a snapshot ensemble (planned). Not committed (about 11 MB each for the LSTM, 8 MB for the GRU)."""
     save_checkpoint({'cell': cell, 'config': config, 'epoch': history.epoch[-1],
                      'train_loss': history.train_loss[-1], 'valid_loss': history.valid_loss[-1],
                      'vocab': None if vocab is None else list(vocab), 'model': _half(model)}, path)

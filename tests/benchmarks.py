@@ -13,7 +13,7 @@
    the same weights (the default path's after its 50 updates, dropout off), in fp32 and in each
    other path (goal for bf16, which train_full.py uses where it can: >= 1.1x the default, losses
    within 0.02). The largest difference of the paths' training batch losses is printed too: 50
-   updates at 1e-2 amplify any rounding, so it depends on the CPU (0.012 on an EPYC with
+   updates at 1e-2 seem to amplify any rounding, so it depends on the CPU (0.012 on an EPYC with
    avx512_bf16, 0.29 on an AMX Xeon, 0.065 for fp32 with oneDNN off) and is no goal.
 
 Each figure is printed; the process exits non-zero when a goal is missed.

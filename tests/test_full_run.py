@@ -708,3 +708,10 @@ def test_the_regularised_lstm_has_the_shapes_ties_its_decoder_and_resumes_bit_fo
     loaded, _ = train_full.load_shipped(path)
     loss = utils.evaluate(loaded, utils.LanguageModelLoader(_ids(400, seed=1), AWD['bs'], AWD['bptt']), utils.seq_nll)
     assert loss == pytest.approx(recorded, abs=1e-6)
+
+
+def test_each_epoch_records_the_cpus_instruction_set(tmp_path):
+    _, _, record = _train(tmp_path / 's.pt', stop_after=1)
+    isa = record['epochs'][0]['instruction_set']
+    # what decides the numeric path: bf16 runs exactly where the CPU has AMX or avx512_bf16
+    assert isa in ({'AMX', 'avx512_bf16'} if BF16 else {'AVX2', 'unknown'})
