@@ -134,14 +134,15 @@ def _remedy(url, dest):
             f'(tried {url}).')
 
 
-def _short_folders(folder):
-    """President folders of a hand-unpacked corpus that hold fewer files than the corpus has."""
-    short = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        expected = CORPUS_FILE_COUNTS.get(sub.name, 1)
-        if len(list(sub.glob('*.txt'))) < expected:
-            short.append(sub.name)
-    return short
+def _incompleteness(folder):
+    """Why a corpus folder (unpacked by hand or from a download) is not the complete corpus, in
+    words ('no president folders', 'too few speeches in: ...'), or '' when every president
+    folder holds all of its speeches."""
+    subs = sorted(p for p in folder.iterdir() if p.is_dir())
+    if not subs:
+        return 'no president folders'
+    short = [sub.name for sub in subs if len(list(sub.glob('*.txt'))) < CORPUS_FILE_COUNTS.get(sub.name, 1)]
+    return f'too few speeches in: {", ".join(short[:5])}{" ..." if len(short) > 5 else ""}' if short else ''
 
 
 def corpus_present(dest=DATA_DIR):
@@ -153,7 +154,7 @@ def corpus_present(dest=DATA_DIR):
         return False
     if (folder / _COMPLETE).is_file():
         return True
-    return any(p.is_dir() for p in folder.iterdir()) and not _short_folders(folder)
+    return not _incompleteness(folder)
 
 
 def _check_zip_entries(zf, url, dest):
@@ -365,10 +366,7 @@ def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='a
             if target.is_file() or target.is_symlink():
                 _move_aside(target, dest, 'is a file, not the corpus folder')
             elif target.is_dir() and any(target.iterdir()):
-                short = _short_folders(target)
-                why = (f'too few speeches in: {", ".join(short[:5])}{" ..." if len(short) > 5 else ""}'
-                       if short else 'no president folders')
-                _move_aside(target, dest, f'is incomplete ({why})')
+                _move_aside(target, dest, f'is incomplete ({_incompleteness(target)})')
             elif target.is_dir():
                 target.rmdir()                # an empty folder left by hand
             return _download_and_unpack(url, dest, timeout, retries, page, deadline)
@@ -453,12 +451,8 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline):
                     raise _disk_error(e, url, dest) from e
                 raise CorpusDownloadError(
                     f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
-        folder = unpacked / CORPUS_FOLDER
-        presidents = sorted(p.name for p in folder.iterdir() if p.is_dir())
-        short = _short_folders(folder)
-        if not presidents or short:     # the check a folder unpacked by hand meets
-            what = (f'too few speeches in {", ".join(short[:5])}{" ..." if len(short) > 5 else ""}'
-                    if presidents else 'no president folders')
+        what = _incompleteness(unpacked / CORPUS_FOLDER)   # the check a hand-unpacked folder meets
+        if what:
             raise CorpusDownloadError(
                 f'The zip from {url} is not the complete corpus ({what}); nothing was kept. '
                 f'{_remedy(url, dest)}', cause=f'the zip is not the complete corpus ({what})')

@@ -202,7 +202,7 @@ def test_a_download_stops_at_the_size_limit_whatever_the_headers_say(server, tmp
 
 @pytest.mark.parametrize('entries, words', [
     ({f'{FOLDER}/obama/obama_speeches_000.txt': SPEECH, f'{FOLDER}/obama/obama_speeches_001.txt': SPEECH},
-     'not the complete corpus (too few speeches in obama)'),
+     'not the complete corpus (too few speeches in: obama)'),
     ({f'{FOLDER}/readme.txt': 'hello'}, 'not the complete corpus (no president folders)'),
     ({f'{FOLDER}/obama/odd.txt/': ''}, "entry 'Corpus of Presential Speeches/obama/odd.txt/' is a folder named like a speech"),
 ])
