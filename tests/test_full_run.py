@@ -715,3 +715,46 @@ def test_each_epoch_records_the_cpus_instruction_set(tmp_path):
     isa = record['epochs'][0]['instruction_set']
     # what decides the numeric path: bf16 runs exactly where the CPU has AMX or avx512_bf16
     assert isa in ({'AMX', 'avx512_bf16'} if BF16 else {'AVX2', 'unknown'})
+
+
+def test_a_snapshot_ensemble_averages_the_snapshots_probabilities(tmp_path):
+    config = dict(CONFIG, cycles=3)                            # snapshots at epochs 0, 2 and 6
+    vocab = list('abcdefghijkl')
+    _train(tmp_path / 's.pt', config=config, vocab=''.join(vocab))
+    paths = sorted(tmp_path.glob('lstm_cycle_end_epoch*.pt'))
+    valid_ids = _ids(400, seed=1)
+    losses = train_full.snapshot_ensemble(paths, vocab, valid_ids)
+    assert list(losses) == ['epoch 0', 'epoch 2', 'epoch 6', 'last 2', 'last 3']
+    models = [train_full.load_cycle_end(p, vocab)[0] for p in paths]
+    loader = utils.LanguageModelLoader(valid_ids, config['bs'], config['bptt'])
+    for model, label in zip(models, ['epoch 0', 'epoch 2', 'epoch 6']):      # one snapshot: evaluate's figure
+        assert losses[label] == pytest.approx(utils.evaluate(model, loader, utils.seq_nll), abs=1e-6)
+    probs = []                                                 # by hand: each model's probabilities, then their mean
+    for model in models[1:]:
+        positions, character_losses = utils.per_character_losses(model, valid_ids, config['bs'], config['bptt'])
+        probs.append(np.exp(-character_losses.astype(np.float64)))
+    assert losses['last 2'] == pytest.approx(-np.log((probs[0] + probs[1]) / 2).mean(), abs=1e-6)
+    assert losses['last 2'] != pytest.approx(np.mean([losses['epoch 2'], losses['epoch 6']]), abs=1e-6)
+    with pytest.raises(ValueError, match='no models'):
+        utils.ensemble_loss([], valid_ids, 4, 10)
+
+
+def test_a_snapshot_of_another_vocabulary_or_a_state_is_refused_by_name(tmp_path):
+    _train(tmp_path / 's.pt', vocab='abcdefghijkl')
+    snapshot = tmp_path / 'lstm_cycle_end_epoch00.pt'
+    with pytest.raises(ValueError, match=r'lstm_cycle_end_epoch00\.pt was trained with another vocabulary'):
+        train_full.load_cycle_end(snapshot, list('abcdefghijkm'))
+    with pytest.raises(ValueError, match=r's\.pt is not a cycle-end snapshot'):
+        train_full.load_cycle_end(tmp_path / 's.pt', list('abcdefghijkl'))
+
+
+def test_the_command_line_measures_a_runs_snapshots(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_full, 'load_speeches', lambda president, order=None: _speeches('corpus'))
+    with pytest.raises(SystemExit, match='holds no cycle-end snapshots'):
+        train_full.main(['lstm', '--tiny', '--ensemble', '--state-dir', str(tmp_path)])
+    train_full.main(['lstm', '--tiny', '--fp32', '--state-dir', str(tmp_path)])
+    capsys.readouterr()
+    train_full.main(['lstm', '--tiny', '--fp32', '--ensemble', '--state-dir', str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == 'lstm_sorted_seed42_fp32: validation loss of its cycle-end snapshots, alone and averaged'
+    assert [line.split()[:2] for line in lines[1:]] == [['epoch', '0'], ['epoch', '2'], ['last', '2']]

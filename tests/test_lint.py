@@ -1,6 +1,7 @@
 """pyflakes over the code of the series: utils, the scripts, the tests and every notebook's cells,
 so that unused imports and undefined names do not come back."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,36 @@ def test_hidden_inputs_are_found():
             'def bad():\n    return len(vocab)\n'
             'class M:\n    def forward(self):\n        return vocab\n')
     assert hidden_inputs(code) == {'bad': ['vocab'], 'M': ['vocab']}
+
+
+def _notebooks_using(name):
+    """The numbers of the notebooks whose code imports ``name`` from utils or calls ``utils.name``."""
+    found = []
+    for path in NOTEBOOKS:
+        code = notebook_code(path)
+        imported = set()
+        for group, line in re.findall(r'from utils import \(([^)]*)\)|from utils import ([^\n]*)', code):
+            imported |= {word.strip() for word in (group or line).replace('\n', ' ').split(',')}
+        imported |= set(re.findall(r'\butils\.(\w+)', code))
+        if name in imported:
+            found.append(path.name[:2])
+    return found
+
+
+def test_utils_docstring_says_which_notebooks_use_each_public_name():
+    import ast
+    import utils
+    table = re.search(r'\n    name +notebooks\n((?:    \w+ +[\d ]+\n)+)', utils.__doc__)
+    assert table, "utils' docstring has lost its table of names and notebooks"
+    listed = {line.split()[0]: line.split()[1:] for line in table.group(1).splitlines()}
+    others = re.search(r'The other public names serve [^:]*:\s+([^.]*)\.', utils.__doc__)
+    assert others, "utils' docstring no longer lists the names no notebook uses"
+    unused = {word.strip() for word in others.group(1).replace('\n', ' ').split(',')}
+    tree = ast.parse((ROOT / 'utils.py').read_text())
+    public = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    public |= {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+               if isinstance(t, ast.Name)}
+    public = {name for name in public if not name.startswith('_')}
+    assert set(listed) | unused == public and not set(listed) & unused
+    for name in public:
+        assert _notebooks_using(name) == listed.get(name, []), name

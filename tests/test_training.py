@@ -1,4 +1,5 @@
 """Vocabulary, batching, the training loop and generation (utils' other sections)."""
+import math
 import numpy as np
 import pytest
 import torch
@@ -191,6 +192,23 @@ def test_plot_losses_draws_each_history():
     line = utils.plot_losses(h).lines[0]
     assert line.get_xdata().tolist() == [0.5, 1.0, 1.5, 2.0]
     assert line.get_ydata().tolist() == pytest.approx(utils.smooth(h.batch_loss))
+
+
+def test_the_original_sgdr_is_torchs_warm_restarts_once_the_warm_up_is_over():
+    # fastai 0.7's CosAnneal after its warm-up: PyTorch's CosineAnnealingWarmRestarts with a first
+    # cycle of one epoch, each next twice as long and a floor of zero, at every batch of 7 epochs
+    nb = 174
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    restarts = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=nb, T_mult=2)
+    theirs = []
+    for _ in range(7 * nb):
+        theirs.append(opt.param_groups[0]['lr'])
+        opt.step()
+        restarts.step()
+    ours = [utils.original_sgdr_factor(step, nb) for step in range(7 * nb)]
+    warm = math.ceil(nb / 20)                                 # 9 batches at 1/100 first
+    assert ours[:warm] == [0.01] * warm and theirs[:warm] != ours[:warm]
+    assert ours[warm:] == pytest.approx(theirs[warm:], rel=0, abs=1e-15)
 
 
 def test_smooth_matches_fit_train_loss():
