@@ -823,7 +823,7 @@ def main(argv=None):
     name = run_name(args.cell, config, args.fp32)
     headline = not args.fp32 and config == CELL_CONFIGS[args.cell]
     amp = None if args.fp32 else preferred_amp()
-    if not args.fp32 and amp is None:
+    if not args.fp32 and amp is None and not args.ensemble:
         print('bf16 autocast is not supported for the LSTM on this machine: training in fp32')
     state_dir = args.state_dir or DATA_DIR / ('full_run_tiny' if args.tiny else 'full_run') / name
     try:
