@@ -479,25 +479,13 @@ def per_character_losses(model, ids, bs, bptt):
 def ensemble_loss(models, ids, bs, bptt):
     """Mean loss over the characters of ``ids`` when several stateful models' predicted
     probabilities are averaged (a snapshot ensemble): each model reads ``ids`` as :func:`evaluate`
-    does (``bs`` rows, reset first, its own state carried from batch to batch), and the loss of a
-    character is minus the log of the mean of the models' probabilities for it. One model gives
-    :func:`evaluate`'s figure."""
+    does (:func:`per_character_losses`), and the loss of a character is minus the log of the mean
+    of the models' probabilities for it. One model gives :func:`evaluate`'s figure."""
     if not models:
         raise ValueError('ensemble_loss: no models to average')
-    loader = LanguageModelLoader(ids, bs, bptt)
-    for model in models:
-        model.eval()
-        _reset_state(model)
-    dev = next(models[0].parameters()).device
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for x, y in loader:
-            x, y = x.to(dev), y.to(dev)
-            log_probs = torch.stack([model(x).float() for model in models])       # (models, bs, seq, vocab)
-            mixed = torch.logsumexp(log_probs, dim=0) - math.log(len(models))      # log of the mean probability
-            total -= mixed.gather(2, y[..., None]).sum().item()
-            count += y.numel()
-    return total / count
+    losses = torch.stack([torch.from_numpy(per_character_losses(model, ids, bs, bptt)[1]).double()
+                          for model in models])                         # (models, characters)
+    return -(torch.logsumexp(-losses, dim=0) - math.log(len(models))).mean().item()
 
 
 def smooth(values, beta=0.98):
