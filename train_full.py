@@ -23,7 +23,8 @@ difference between this run and the original's procedure, and which option measu
 
 After every epoch it saves model, optimiser, scheduler, random states, history, a fingerprint
 of the text and where each epoch ran to ``data/full_run/<name>/<cell>_state.pt`` (atomically),
-and at the end of every cycle the weights in fp16 (``<cell>_cycle_end_epochNN.pt``); run
+and at the end of every cycle the weights in fp16 (``<cell>_cycle_end_epochNN.pt``; the
+same command with ``--ensemble`` measures them, alone and averaged: ``snapshot_ensemble``); run
 the same command again and it resumes from there, so a killed run loses at most one epoch. On
 the same CPU a resumed run ends bit for bit where an uninterrupted one would. On a GPU the
 model, optimiser, schedule, data order and PyTorch's random states (CPU and CUDA) resume
