@@ -1,5 +1,5 @@
 """Helpers the unit tests share: the zips and servers of the download tests, small data and models.
-The fixtures that use them live in conftest.py."""
+The fixtures that use them live in the repository's conftest.py."""
 import io
 import sys
 import threading
