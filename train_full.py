@@ -828,7 +828,8 @@ def main(argv=None):
         print('bf16 autocast is not supported for the LSTM on this machine: training in fp32')
     state_dir = args.state_dir or DATA_DIR / ('full_run_tiny' if args.tiny else 'full_run') / name
     try:
-        check_state_dir(state_dir)
+        if not args.ensemble:           # measuring snapshots writes nothing
+            check_state_dir(state_dir)
     except OSError as e:
         sys.exit(f'train_full.py: {e}')
     if args.tiny:

@@ -751,7 +751,8 @@ def test_a_snapshot_of_another_vocabulary_or_a_state_is_refused_by_name(tmp_path
 def test_the_command_line_measures_a_runs_snapshots(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train_full, 'load_speeches', lambda president, order=None: _speeches('corpus'))
     with pytest.raises(SystemExit, match='holds no cycle-end snapshots'):
-        train_full.main(['lstm', '--tiny', '--ensemble', '--state-dir', str(tmp_path)])
+        train_full.main(['lstm', '--tiny', '--ensemble', '--state-dir', str(tmp_path / 'none')])
+    assert not (tmp_path / 'none').exists()                   # measuring creates no state folder
     train_full.main(['lstm', '--tiny', '--fp32', '--state-dir', str(tmp_path)])
     capsys.readouterr()
     train_full.main(['lstm', '--tiny', '--fp32', '--ensemble', '--state-dir', str(tmp_path)])
