@@ -639,6 +639,13 @@ def _half(model):
             for k, v in model.state_dict().items()}
 
 
+def _from_half(cell, vocab_size, config, weights):
+    """The model of ``cell`` built from ``config`` with fp16 ``weights`` (:func:`_half`) cast to fp32."""
+    model = build_model(cell, vocab_size, config)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    return model
+
+
 def save_cycle_end(path, cell, model, history, config, vocab=None):
     """Keep the weights at the end of a cycle (fp16), as the original saved its model at the
     end of every cycle: the members of a snapshot ensemble (planned). Not committed (about 11 MB each for the LSTM, 8 MB for the GRU)."""
@@ -658,8 +665,7 @@ def load_cycle_end(path, vocab, device='cpu'):
     if snapshot.get('vocab') != list(vocab):
         raise ValueError(f'{path} was trained with another vocabulary than the text it is to be '
                          f'measured on: measure it on the speeches and order of its own run')
-    model = build_model(snapshot['cell'], len(vocab), snapshot['config'])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in snapshot['model'].items()})
+    model = _from_half(snapshot['cell'], len(vocab), snapshot['config'], snapshot['model'])
     return model.to(device).eval(), snapshot
 
 
@@ -719,8 +725,7 @@ def ship(cell, model, history, record, vocab, valid_ids, config, path):
     place an epoch ran, ``epochs`` says which epoch ran where and how, ``wall_seconds`` sums
     every resumed part."""
     half = _half(model)
-    check = build_model(cell, len(vocab), config)
-    check.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half.items()})
+    check = _from_half(cell, len(vocab), config, half)
     shipped_valid = evaluate(check, LanguageModelLoader(valid_ids, config['bs'], config['bptt']),
                              seq_nll)
     h = asdict(history)
@@ -755,9 +760,7 @@ def load_shipped(path, device='cpu'):
     if problem:
         raise ValueError(f'{path} is a damaged checkpoint: {problem}. Restore it from the repository '
                          f'(git checkout -- {path}) or ship it again with train_full.py.')
-    model = build_model(checkpoint['cell'], len(checkpoint['vocab']), checkpoint['config'])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                           for k, v in checkpoint['model'].items()})
+    model = _from_half(checkpoint['cell'], len(checkpoint['vocab']), checkpoint['config'], checkpoint['model'])
     return model.to(device).eval(), checkpoint
 
 
