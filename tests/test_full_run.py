@@ -194,8 +194,8 @@ def test_shipped_checkpoint_loads_weights_only_and_reproduces_its_loss(tmp_path)
     assert loss == pytest.approx(recorded, abs=1e-6) and ck['valid_loss_shipped_weights'] == recorded
     assert abs(recorded - history.valid_loss[-1]) < 0.01     # fp16 rounding costs next to nothing
 
-    loaded, checkpoint = train_full.load_shipped(path)
-    assert isinstance(loaded, train_full.CharLSTM) and not loaded.training
+    loaded, checkpoint = utils.load_shipped(path)
+    assert isinstance(loaded, utils.CharLSTM) and not loaded.training
     assert checkpoint['valid_loss_shipped_weights'] == recorded
     loss = utils.evaluate(loaded, utils.LanguageModelLoader(valid_ids, CONFIG['bs'], CONFIG['bptt']),
                           utils.seq_nll)
@@ -205,7 +205,7 @@ def test_shipped_checkpoint_loads_weights_only_and_reproduces_its_loss(tmp_path)
 def test_load_shipped_refuses_a_run_state_by_name(tmp_path):
     _train(tmp_path / 's.pt')
     with pytest.raises(ValueError, match=r'not a checkpoint shipped by train_full.py.*resumed by train_full.py'):
-        train_full.load_shipped(tmp_path / 's.pt')
+        utils.load_shipped(tmp_path / 's.pt')
 
 
 def test_original_sgdr_schedule_warms_up_then_restarts():
@@ -617,14 +617,14 @@ def test_a_damaged_shipped_checkpoint_is_refused_by_name_before_a_model_is_built
     built, real = [], train_full.build_model
     monkeypatch.setattr(train_full, 'build_model', lambda *a: built.append(torch.get_default_device().type) or real(*a))
     with pytest.raises(ValueError, match=r'.*ship\.pt is a damaged checkpoint: .*' + re.escape(words)):
-        train_full.load_shipped(shipped)
+        utils.load_shipped(shipped)
     assert set(built) <= {'meta'}                          # refused before a real model was built
 
 
 def test_load_shipped_names_a_device_this_machine_lacks(shipped):
     with pytest.raises(RuntimeError, match=r"load_shipped\('ship.pt', device='cuda:7'\): the device cuda:7 is not "
                        r"available here; this machine has: cpu"):
-        train_full.load_shipped(shipped, device='cuda:7')
+        utils.load_shipped(shipped, device='cuda:7')
 
 
 def test_beam_search_raises_when_no_extension_is_finite():
@@ -705,7 +705,9 @@ def test_the_regularised_lstm_has_the_shapes_ties_its_decoder_and_resumes_bit_fo
     path = tmp_path / 'ship.pt'
     recorded = train_full.ship('awd', model, resumed, record, utils.CharVocab('abcdefghijkl'),
                                _ids(400, seed=1), AWD, path)
-    loaded, _ = train_full.load_shipped(path)
+    with pytest.raises(ValueError, match=r"holds a model of cell 'awd'.*pass its class"):
+        utils.load_shipped(path)                                # utils knows notebook 03's cells only
+    loaded, _ = utils.load_shipped(path, models=train_full.CELLS)
     loss = utils.evaluate(loaded, utils.LanguageModelLoader(_ids(400, seed=1), AWD['bs'], AWD['bptt']), utils.seq_nll)
     assert loss == pytest.approx(recorded, abs=1e-6)
 

@@ -1,5 +1,5 @@
-"""Classes defined in the notebooks, run at tiny sizes (cheaper than re-running a notebook), and
-the promise train_full.py makes: its models are notebook 03's, parameter for parameter."""
+"""Classes and functions defined in the notebooks, run at tiny sizes (cheaper than re-running a
+notebook), and the shared models defined once (in utils.py)."""
 import json
 from pathlib import Path
 
@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import train_full
 
 NB03 = Path(__file__).resolve().parents[1] / 'notebooks' / '03_talk_like_the_president_part_2.ipynb'
 
@@ -18,8 +17,8 @@ def notebook_namespace(path, names):
     import math
     import numpy as np
     import utils
-    ns = {'torch': torch, 'nn': nn, 'F': F, 'np': np, 'math': math, 'seq_nll': utils.seq_nll,
-          'LanguageModelLoader': utils.LanguageModelLoader}
+    ns = {name: getattr(utils, name) for name in dir(utils) if not name.startswith('_')}   # as the notebooks import them
+    ns.update(torch=torch, nn=nn, F=F, np=np, math=math)
     for cell in json.loads(path.read_text())['cells']:
         src = ''.join(cell['source'])
         if cell['cell_type'] == 'code' and any(f'class {n}(' in src or f'def {n}(' in src
@@ -30,19 +29,19 @@ def notebook_namespace(path, names):
     return ns
 
 
-@pytest.mark.parametrize('cell', ['CharLSTM', 'CharGRU'])
-def test_train_full_models_are_notebook_03s(cell):
-    ns = notebook_namespace(NB03, ['CharSeqStatefulRNN', '_detach', '_batch_size', cell])
-    torch.manual_seed(0)
-    ours = ns[cell](11, 3, 8, 2, 0.0)
-    script = getattr(train_full, cell)(11, 3, 8, 2, 0.0)
-    assert {k: v.shape for k, v in ours.state_dict().items()} == \
-        {k: v.shape for k, v in script.state_dict().items()}
-    script.load_state_dict(ours.state_dict())               # strict: the same names
-    x = torch.randint(0, 11, (4, 6))
-    for _ in range(2):                                       # the state carries over identically
-        assert torch.equal(ours(x), script(x))
-    assert torch.equal(ours.run(x, None)[0], script.run(x, None)[0])
+def test_the_shared_models_are_defined_once():
+    # notebook 03 shows the stateful models from utils.py (train_full.py and notebook 07 use them too):
+    # no notebook or script defines a class again under a name utils.py exports
+    import re
+    import utils
+    shared = {n for n in dir(utils) if isinstance(getattr(utils, n), type) and not n.startswith('_')}
+    sources = {p.name: '\n'.join(''.join(c['source']) for c in json.loads(p.read_text())['cells']
+                                 if c['cell_type'] == 'code') for p in sorted(NB03.parent.glob('*.ipynb'))}
+    sources['train_full.py'] = (NB03.parents[1] / 'train_full.py').read_text()
+    again = {(name, cls) for name, src in sources.items()
+             for cls in re.findall(r'^class (\w+)\(', src, re.M) if cls in shared}
+    assert not again, again
+    assert 'inspect.getsource(CharSeqStatefulRNN)' in sources[NB03.name]
 
 
 NB05 = NB03.with_name('05_calculators_and_counting.ipynb')
@@ -97,10 +96,9 @@ def test_the_lstm_step_from_its_equations_is_nn_lstm():
 def test_the_teaching_beam_search_finds_what_utils_finds(cell):
     import numpy as np
     import utils
-    ns = notebook_namespace(NB03, ['CharSeqStatefulRNN', '_detach', '_batch_size', 'CharLSTM',
-                                   'beam_search_by_hand'])
+    ns = notebook_namespace(NB03, ['beam_search_by_hand'])
     torch.manual_seed(0)
-    model = ns[cell](6, 3, 8) if cell == 'CharSeqStatefulRNN' else ns[cell](6, 3, 8, 2, 0.0)
+    model = utils.CharSeqStatefulRNN(6, 3, 8) if cell == 'CharSeqStatefulRNN' else utils.CharLSTM(6, 3, 8, 2, 0.0)
     vocab = utils.CharVocab('abcdef')
     by_hand = ns['beam_search_by_hand'](model, vocab, 'ab', 7, beam_size=4)
     by_utils = utils.beam_search(model, vocab, 'ab', 7, beam_size=4)

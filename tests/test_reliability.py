@@ -357,9 +357,8 @@ def test_interrupted_fit_keeps_only_completed_epochs():
 
 
 def test_evaluate_is_the_mean_over_every_predicted_character():
-    import train_full
     torch.manual_seed(0)
-    model, vocab = train_full.CharLSTM(4, 3, 8, 1, 0.0), utils.CharVocab('abcd')
+    model, vocab = utils.CharLSTM(4, 3, 8, 1, 0.0), utils.CharVocab('abcd')
     ids = np.random.default_rng(0).integers(0, len(vocab), 203)
     loader = utils.LanguageModelLoader(ids, bs=4, bptt=8)        # 50 steps: the last batch holds 2
     assert [x.shape[1] for x, _ in loader][-1] == 1

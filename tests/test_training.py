@@ -397,3 +397,56 @@ def test_reseed_gives_the_same_batches_again():
     assert data.reseed(0) is data and order() == first   # reseeded: the first pass again
     assert data.reseed(1) and order() != first
     assert sorted(order()) == sorted(first)              # every train row, once per epoch
+
+
+def test_target_losses_are_the_per_character_terms_of_seq_nll():
+    torch.manual_seed(0)
+    log_probs, targets = F.log_softmax(torch.randn(3, 5, 7), -1), torch.randint(0, 7, (3, 5))
+    losses = utils.target_losses(log_probs, targets)
+    assert losses.shape == (3, 5) and losses.dtype == torch.float32
+    assert losses[1, 2].item() == -log_probs[1, 2, targets[1, 2]].item()
+    assert torch.isclose(losses.mean(), utils.seq_nll(log_probs, targets))
+    assert utils.target_losses(log_probs.bfloat16(), targets).dtype == torch.float32
+
+
+def test_loss_by_position_averages_each_position_over_every_window():
+    torch.manual_seed(0)
+    table = F.log_softmax(torch.randn(4, 6), -1)         # position t predicts from table[t]
+
+    def log_probs_of(x):
+        return table[:x.shape[1]].expand(len(x), -1, -1)
+
+    y = torch.randint(0, 6, (10, 4))
+    batches = [(torch.zeros(7, 4, dtype=torch.long), y[:7]), (torch.zeros(3, 4, dtype=torch.long), y[7:])]
+    by_position = utils.loss_by_position(log_probs_of, batches)
+    expected = [-table[t, y[:, t]].mean().item() for t in range(4)]   # every window counts once
+    assert np.allclose(by_position, expected, atol=1e-6)
+
+
+def test_gradient_by_distance_reaches_only_as_far_back_as_the_model_reads():
+    torch.manual_seed(0)
+    embed, out = nn.Embedding(5, 3), nn.Linear(6, 5)
+
+    def reads_two(emb):       # each position sees itself and the one before: nothing further back
+        before = torch.cat([torch.zeros_like(emb[:, :1]), emb[:, :-1]], 1)
+        return F.log_softmax(out(torch.cat([emb, before], -1)), -1)
+
+    x, y = torch.randint(0, 5, (4, 6)), torch.randint(0, 5, (4, 6))
+    g = utils.gradient_by_distance(embed, reads_two, x, y)
+    assert g.shape == (6,) and g[0] > 0 and g[1] > 0 and np.all(g[2:] == 0)   # index k: k characters back
+
+
+def test_models_dir_is_the_repositorys_whatever_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert utils.MODELS_DIR.is_absolute() and (utils.MODELS_DIR / 'lstm_3x512.pt').is_file()
+
+
+def test_the_stateful_model_carries_its_state_and_starts_afresh_on_another_batch_size():
+    torch.manual_seed(0)
+    model = utils.CharLSTM(6, 3, 8, 2, 0.0)
+    x = torch.randint(0, 6, (2, 5))
+    first, second = model(x), model(x)
+    assert [tuple(t.shape) for t in model.h] == [(2, 2, 8)] * 2 and not model.h[0].requires_grad
+    assert not torch.allclose(first, second)                  # the carried state changes the prediction
+    assert torch.equal(second, model.run(x, model.run(x, None)[1])[0])
+    assert torch.equal(model(x[:1]), model.run(x[:1], None)[0])   # another batch size: a fresh state
