@@ -5,7 +5,8 @@ character vocabulary and its baseline loss, batching, the training loop and text
 The models live in the notebook that teaches them; the ones used elsewhere too are kept in
 their own section here and shown on their page with ``inspect.getsource``: notebook 02's
 calculator with a tanh (notebook 05 reuses it) and notebook 03's stateful RNN, LSTM and GRU
-(notebook 07 and train_full.py reuse them, and ``load_shipped`` loads the full-size ones).
+(train_full.py trains the LSTM and GRU at full size, notebook 07 trains the LSTM beside its
+Transformer, and ``load_shipped`` builds either from a shipped checkpoint).
 
 First the teaching code, in the order the series meets it: characters, batching, training (with
 the original's learning-rate schedule), generation, search, speech text, shared models. Then,
