@@ -49,6 +49,7 @@ import argparse
 import glob
 import hashlib
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -65,9 +66,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from utils import (DATA_DIR, FULL_SIZE_MODELS, CharVocab, History, LanguageModelData,  # noqa: E402
-                   LanguageModelLoader, _non_finite, device, ensemble_loss, evaluate, fit, from_half,
+                   LanguageModelLoader, _non_finite, device, evaluate, fit, from_half,
                    full_size_model, load_checkpoint, load_speeches,
-                   original_sgdr_schedule, save_checkpoint, seed_everything, seq_nll)
+                   original_sgdr_schedule, per_character_losses, save_checkpoint, seed_everything, seq_nll)
 
 #: The original's configuration (part 2, section 4): model, data and schedule, which together
 #: identify a run. How the arithmetic is done (fp32, or bf16 autocast where the machine has it)
@@ -610,10 +611,22 @@ def load_cycle_end(path, vocab, device='cpu'):
     return model.to(device).eval(), snapshot
 
 
+def ensemble_loss(models, ids, bs, bptt):
+    """Mean loss over the characters of ``ids`` when several stateful models' predicted
+    probabilities are averaged (a snapshot ensemble): each model reads ``ids`` as :func:`utils.evaluate`
+    does (:func:`utils.per_character_losses`), and the loss of a character is minus the log of the mean
+    of the models' probabilities for it. One model gives ``evaluate``'s figure."""
+    if not models:
+        raise ValueError('ensemble_loss: no models to average')
+    losses = torch.stack([torch.from_numpy(per_character_losses(model, ids, bs, bptt)[1]).double()
+                          for model in models])                         # (models, characters)
+    return -(torch.logsumexp(-losses, dim=0) - math.log(len(models))).mean().item()
+
+
 def snapshot_ensemble(paths, vocab, valid_ids, device='cpu'):
     """The original's idea of ensembling its cycle-end models, measured: the validation loss of
     each snapshot alone (by epoch), then of the last 2, 3, ... and all of them together, their
-    probabilities averaged (:func:`utils.ensemble_loss`). Returns ``{label: loss}``."""
+    probabilities averaged (:func:`ensemble_loss`). Returns ``{label: loss}``."""
     loaded = sorted((load_cycle_end(p, vocab, device) for p in paths), key=lambda m: m[1]['epoch'])
     if not loaded:
         raise ValueError('snapshot_ensemble: no cycle-end snapshots given')

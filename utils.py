@@ -1,82 +1,68 @@
-"""Shared helpers for the "Talk like the President" notebooks.
-
-Only what several notebooks use lives here: getting and cleaning the corpus, the
-character vocabulary and its baseline loss, batching, the training loop and text generation.
-The models live in the notebook that teaches them; the ones used elsewhere too are kept in
-their own section here and shown on their page with ``inspect.getsource``: notebook 02's
-calculator with a tanh (notebook 05 reuses it) and notebook 03's stateful RNN, LSTM and GRU
-(train_full.py trains the LSTM and GRU at full size, notebook 07 trains the LSTM beside its
-Transformer, and ``load_shipped`` builds either from a shipped checkpoint).
+"""What several notebooks of "Talk like the President" share.
 
 First the teaching code, in the order the series meets it: characters, batching, training (with
-the original's learning-rate schedule), generation, search, speech text, shared models. Then,
-behind one banner, the plumbing no lesson reads: the environment and device, checkpoints on disk,
-and the corpus download with its checks and offline fallback.
+the original's learning-rate schedule), what a model learned character by character, generation,
+search, speech text, and the models more than one page uses (notebook 02's calculator with a tanh,
+notebook 03's stateful RNN, LSTM and GRU; their pages print them with ``inspect.getsource``).
+Then, behind one banner, the plumbing no lesson reads: environment and device, checkpoints and
+the shipped models, the speeches of a president and the corpus download with its fallback.
 
 Which notebooks use each public name (tests/test_lint.py keeps this table true):
 
     name                          notebooks
-    DATA_DIR                      03 06
-    CORPUS_FOLDER                 03 06
-    preprocess_speech             03 06
-    load_speeches                 01 04 06
-    page_corpus                   03 07
     CharVocab                     01 02 03 04 05 06 07
     unigram_loss                  01 03 04 06 07
     last_rows                     01 02 03 04 05
     ArraysData                    01 02 03 04 05
     LanguageModelLoader           03
     LanguageModelData             03 06 07
-    device                        01 03 04 05 06 07
-    TINY_CHARS                    04 06
-    configuration                 03 04 05 06 07
     seed_everything               01 02 03 04 05 06 07
     set_lrs                       01 02 03 04
     original_sgdr_factor          03
     original_sgdr_schedule        03 07
-    save_checkpoint               03
-    load_checkpoint               03
     seq_nll                       03 06 07
     evaluate                      02 03
     fit                           01 02 03 04 05 06 07
+    plot_losses                   01 03 04
     target_losses                 07
+    per_character_losses          03 07
     loss_by_position              03 07
     gradient_by_distance          03 07
-    per_character_losses          03 07
-    plot_losses                   01 03 04
     get_next                      01 03
     generate                      01 03 06
     beam_search                   03 07
+    preprocess_speech             03 06
     CalculatorWithNonlinearities  02 05
     CharSeqStatefulRNN            03
     CharLSTM                      03 07
     CharGRU                       03
+    device                        01 03 04 05 06 07
+    TINY_CHARS                    04 06
+    configuration                 03 04 05 06 07
+    save_checkpoint               03
+    load_checkpoint               03
     MODELS_DIR                    03 07
     load_shipped                  03 07
+    load_speeches                 01 04 06
+    page_corpus                   03 07
+    DATA_DIR                      03 06
+    CORPUS_FOLDER                 03 06
 
 The other public names serve train_full.py, the tests and the functions above:
-DEFAULT_CORPUS_URL, CORPUS_URL, DEFAULT_CORPUS_PAGE, CORPUS_PAGE, BROWSER_HEADERS,
-CORPUS_SPEAKERS, CORPUS_FILE_COUNTS, CorpusDownloadError, corpus_present, get_data, SpeechText,
-speech_order, BatchLoader, progress_enabled, History, ensemble_loss, smooth, FULL_SIZE_MODELS,
-full_size_model, from_half.
+BatchLoader, History, smooth, progress_enabled, FULL_SIZE_MODELS, full_size_model, from_half,
+SpeechText, speech_order, DEFAULT_CORPUS_URL, CORPUS_URL, DEFAULT_CORPUS_PAGE, CORPUS_PAGE,
+BROWSER_HEADERS, CORPUS_SPEAKERS, CORPUS_FILE_COUNTS, CorpusDownloadError, corpus_present, get_data.
 """
 from __future__ import annotations
 
 import contextlib
-import errno
 import math
 import numbers
-import os
 import random
 import re
-import shutil
-import tempfile
-import threading
 import time
-import warnings
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -85,11 +71,8 @@ import torch
 # ------------------------------------------------------------------ characters
 
 class CharVocab:
-    """The sorted set of characters of a text, with lookups both ways.
-
-    ``itos``/``idx2char`` map an index to its character, ``stoi``/``char2idx`` the reverse.
-    ``encode`` raises ``KeyError`` naming any character the vocabulary lacks.
-    """
+    """The sorted set of characters of a text: ``itos``/``idx2char`` map an index to its
+    character, ``stoi``/``char2idx`` the reverse. ``encode`` names any character it lacks."""
 
     def __init__(self, text):
         if not text:
@@ -120,16 +103,9 @@ class CharVocab:
         return self._lut[codes]
 
     def decode(self, ids):
-        """The string of the indices ``ids`` (any iterable of ints, or a tensor/array); an id
-        that is not a whole number from 0 to ``len(self) - 1`` raises ``ValueError``."""
-        out = []
-        for i in (ids.tolist() if hasattr(ids, 'tolist') else ids):
-            if isinstance(i, bool) or not isinstance(i, numbers.Real) or i != int(i) \
-                    or not 0 <= i < len(self.itos):
-                raise ValueError(f'decode: {i!r} is not an index of this vocabulary (whole numbers '
-                                 f'from 0 to {len(self.itos) - 1})')
-            out.append(self.itos[int(i)])
-        return ''.join(out)
+        """The string of the indices ``ids`` (any iterable of ints, or a tensor/array)."""
+        ids = ids.tolist() if hasattr(ids, 'tolist') else ids
+        return ''.join(self.itos[_check_index(i, len(self))] for i in ids)
 
 
 def unigram_loss(ids):
@@ -152,11 +128,8 @@ def last_rows(n_rows, n):
 
 
 class BatchLoader:
-    """Batches of ``(x, y)`` cut from whole tensors: one index op per batch, not one per row.
-
-    With ``shuffle`` the rows are permuted each epoch by the loader's own seeded
-    generator; otherwise they come in order. The last batch may be smaller.
-    """
+    """Batches of ``(x, y)`` cut from whole tensors, one index op per batch; with ``shuffle`` the
+    rows are permuted each epoch by the loader's own seeded generator. The last may be smaller."""
 
     def __init__(self, x, y, bs, shuffle=False, seed=0):
         self.x, self.y, self.bs, self.shuffle = x, y, bs, shuffle
@@ -166,8 +139,7 @@ class BatchLoader:
         return math.ceil(len(self.x) / self.bs)
 
     def reseed(self, seed):
-        """Restart the shuffling from ``seed``: trainings that each reseed alike see the same
-        batches in the same order (otherwise a second training continues the first's sequence)."""
+        """Restart the shuffling from ``seed``, so that trainings that reseed alike see the same batches."""
         self.generator.manual_seed(seed)
         return self
 
@@ -190,40 +162,21 @@ class ArraysData:
     valid: BatchLoader
 
     def reseed(self, seed):
-        """Restart the train loader's shuffling from ``seed`` (see :meth:`BatchLoader.reseed`);
-        use it to give several models the same batches. Returns ``self``."""
+        """Restart the train loader's shuffling from ``seed`` (to give several models the same batches)."""
         self.train.reseed(seed)
         return self
 
     @classmethod
     def from_arrays(cls, val_idxs, xs, y, bs=64, seed=None):
-        """Split arrays into train and valid rows, as the original ``ColumnarModelData.from_arrays``.
-
-        ``xs``: (N, k) integer array of inputs; ``y``: (N,) or (N, k) targets (integers
-        become int64, floats float32). ``val_idxs``: integer row positions of the validation
-        rows (negative ones count from the end, as in numpy) or a boolean mask of ``N`` rows.
-        Use :func:`last_rows` for "the last n rows". ``seed`` seeds the shuffling; by default it is drawn from torch's
-        global generator, so :func:`seed_everything` makes it reproducible.
-        """
+        """Split arrays into train and valid rows, as the original ``ColumnarModelData.from_arrays``:
+        ``xs`` (N, k) integer inputs, ``y`` (N,) or (N, k) targets (integers become int64, floats
+        float32), ``val_idxs`` the validation rows' positions (negative ones count from the end;
+        :func:`last_rows` gives "the last n") or a boolean mask. ``seed`` seeds the shuffling (by
+        default drawn from torch's generator, so :func:`seed_everything` makes it repeatable)."""
         xs, y = np.asarray(xs), np.asarray(y)
-        n = len(xs)
-        if len(y) != n:
-            raise ValueError(f'xs has {n} rows but y has {len(y)}')
-        val = np.asarray(val_idxs).reshape(-1)
-        if val.dtype == bool:
-            if val.size != n:
-                raise ValueError(f'a boolean validation mask needs one entry per row ({n}), got {val.size}')
-            val = np.flatnonzero(val)
-        elif val.size and not np.issubdtype(val.dtype, np.integer):
-            raise TypeError(f'validation indices must be integers (or a boolean mask), got {val.dtype}')
-        val = val.astype(np.int64)
-        if val.size and (val.min() < -n or val.max() >= n):
-            raise IndexError(f'validation indices must lie in [-{n}, {n - 1}]')
-        val = np.unique(val % n)
-        if not 0 < val.size < n:
-            raise ValueError(f'need at least one train and one valid row, got {val.size} valid of {n}')
-        is_val = np.zeros(n, dtype=bool)
-        is_val[val] = True
+        if len(y) != len(xs):
+            raise ValueError(f'xs has {len(xs)} rows but y has {len(y)}')
+        is_val = _validation_mask(val_idxs, len(xs))
         to_t = lambda a: torch.from_numpy(np.ascontiguousarray(
             a.astype(np.int64) if np.issubdtype(a.dtype, np.integer) else a.astype(np.float32)))
         x_t, y_t = to_t(xs), to_t(y)
@@ -234,23 +187,15 @@ class ArraysData:
                    BatchLoader(x_t[val_rows], y_t[val_rows], 2 * bs))
 
 
-def _check_int(name, value, low=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f'{name} must be an integer of at least {low}, got {value!r}')
-
-
 class LanguageModelLoader:
     """Batches for a stateful language model: one long stream read in parallel columns.
 
-    The stream of ``ids`` is cut into ``bs`` equal columns (row *j* of ``self.data`` holds
-    the *j*-th slice, the remainder is dropped) and read ``bptt`` steps at a time: each batch
-    is ``x`` of shape (bs, seq_len) and ``y``, the same shifted by one character. Row *j* of
-    a batch continues exactly where row *j* of the previous batch ended, so a model can carry
-    its hidden state across batches. The last batch may be shorter. With ``vary_bptt`` the
-    length varies as in the original library: ``bptt`` (or half of it, 5% of the time),
-    blurred by a normal of standard deviation 5, at least 5, drawn from a seeded generator;
-    an epoch is then the original library's fixed count of ``n // bptt - 1`` batches (``n``
-    characters per column), so the last few percent of each column go unread in that epoch.
+    ``ids`` is cut into ``bs`` equal rows (the remainder dropped) read ``bptt`` steps at a time:
+    ``x`` (bs, seq_len) and ``y``, the same shifted by one. Row *j* of a batch goes on where row
+    *j* of the previous one ended, so a model can carry its state across batches. ``vary_bptt``
+    varies the length as the original library did (``bptt``, or half of it 5% of the time, plus
+    a normal of deviation 5, at least 5; seeded), for its fixed ``n // bptt - 1`` batches an
+    epoch (``n`` characters per row), which leave the last few percent of each row unread.
     """
 
     def __init__(self, ids, bs, bptt, vary_bptt=False, seed=0):
@@ -312,14 +257,10 @@ def set_lrs(opt, lr):
 
 
 def original_sgdr_factor(step, batches_per_epoch, cycle_mult=2, warmup=1 / 20):
-    """The learning-rate multiplier of the original library's ``CosAnneal`` at batch ``step``.
-
-    fastai 0.7 ran cosine annealing with warm restarts ("SGDR"): the first cycle lasts one
-    epoch of batches, each next one ``cycle_mult`` times longer, and within a cycle the rate
-    falls from the full rate to zero along half a cosine. Before that it held the rate at 1/100
-    for the first ``warmup`` of the first cycle (its rule: while ``step < batches/20``, i.e.
-    9 batches of 174); those steps count towards the first cycle.
-    """
+    """The learning-rate multiplier of the original library's ``CosAnneal`` at batch ``step``:
+    cosine annealing with warm restarts ("SGDR"), the first cycle one epoch long and each next one
+    ``cycle_mult`` times longer, the rate falling from full to zero along half a cosine in each;
+    1/100 for the first ``warmup`` of the first cycle (9 of 174 batches), which counts towards it."""
     if step < batches_per_epoch * warmup:
         return 0.01
     length = batches_per_epoch
@@ -362,18 +303,9 @@ def _reset_state(model):
         model.reset()
 
 
-def _autocast(dev, amp_dtype):
-    """A context that runs the forward pass in ``amp_dtype`` (e.g. ``torch.bfloat16``), or nothing."""
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=dev.type, dtype=amp_dtype)
-
-
 def evaluate(model, loader, loss_fn, amp_dtype=None):
-    """Mean loss over every predicted value of ``loader``: each batch is weighted by the
-    number of targets it holds (``y.numel()``), so for a language model the result is the
-    mean over every predicted character, however long the last batch is. A stateful model
-    is reset first and carries its state across the batches."""
+    """Mean loss over every target of ``loader`` (each batch weighted by its ``y.numel()``, so
+    a short last batch counts as much as it holds); a stateful model is reset first."""
     model.eval()
     _reset_state(model)
     dev = next(model.parameters()).device
@@ -391,31 +323,18 @@ def evaluate(model, loader, loss_fn, amp_dtype=None):
 
 def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=None,
         verbose=True, amp_dtype=None, continue_average=False):
-    """Train ``model`` on ``data.train`` for ``epochs`` epochs with optimiser ``opt``.
+    """Train ``model`` on ``data.train`` for ``epochs`` epochs with ``opt``; print and return
+    (:class:`History`) per epoch ``epoch  train_loss  valid_loss  time``. ``train_loss`` is the
+    original library's: a moving average of the batch losses (momentum 0.98, debiased) at the
+    epoch's end, which lags and includes dropout; ``valid_loss`` is :func:`evaluate`'s mean.
 
-    Prints a header, then per epoch ``epoch  train_loss  valid_loss  time``:
-
-    * ``train_loss`` is the original library's figure: an exponential moving average of the
-      batch losses (momentum 0.98) over this call, debiased (divided by 1 - 0.98**n after n
-      batches), read at the epoch's last batch. It lags behind the model and mixes in
-      dropout; compare it only with other train losses.
-    * ``valid_loss`` is the mean loss over *all* validation targets with the model in
-      eval mode (see :func:`evaluate`).
-
-    The header is printed only by a call that starts a new history; ``verbose=False``
-    prints nothing (for sweeps). ``scheduler``, if given, is stepped after every batch
-    (e.g. ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts`` with ``T_0`` in batches).
-    ``clip`` clips the gradients' global norm. A model with a ``reset()`` method (a stateful
-    RNN) is reset before every training epoch and every evaluation.
-    Batches are moved to the model's device. A progress bar per epoch goes to stderr and
-    is cleared when the epoch ends (off with ``PRESIDENTIAL_PROGRESS=0``, and never shown by
-    a quiet call, so a sweep of quiet fits opens no bars). A non-finite loss stops training
-    with ``FloatingPointError``; an interrupted epoch leaves no trace in ``history``. Pass the
-    ``history`` of an earlier call to continue its epoch count; with ``continue_average``
-    the moving average goes on from that history's instead of starting afresh (one long run
-    cut into calls of one epoch, as the full run of notebook 03 does to save every epoch).
-    ``amp_dtype`` (e.g. ``torch.bfloat16``) runs forward passes under ``torch.autocast``.
-    Returns the :class:`History`.
+    ``scheduler`` is stepped after every batch, ``clip`` clips the gradients' norm, ``amp_dtype``
+    (e.g. ``torch.bfloat16``) runs the forward passes under autocast, ``verbose=False`` prints
+    nothing (and shows no progress bar; ``PRESIDENTIAL_PROGRESS=0`` turns bars off). A model
+    with ``reset()`` (a stateful RNN) is reset before each epoch and evaluation. Pass an earlier
+    ``history`` to go on counting its epochs, and ``continue_average`` to go on with its average
+    (one run cut into calls of one epoch). A non-finite loss raises ``FloatingPointError``; an
+    interrupted epoch leaves no trace in ``history``.
     """
     from tqdm.auto import tqdm
 
@@ -460,19 +379,38 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
         history.average, history.n_averaged = avg, n_batches
         valid_loss = evaluate(model, data.valid, loss_fn, amp_dtype)
         elapsed = time.perf_counter() - start
-        for key, val in zip(('epoch', 'train_loss', 'valid_loss', 'time'),
-                            (epoch, train_loss, valid_loss, elapsed)):
+        for key, val in dict(epoch=epoch, train_loss=train_loss, valid_loss=valid_loss, time=elapsed).items():
             getattr(history, key).append(val)
         if verbose:
             print(f'{epoch:>5}  {train_loss:>10.5f}  {valid_loss:>10.5f}  {elapsed:>6.1f}s')
     return history
 
 
+# -------------------------------- what a model learned, character by character
 
 def target_losses(log_probs, targets):
     """The loss of each predicted character, in nats and fp32: minus the log-probability that
     ``log_probs`` (..., vocab) gives to each of ``targets`` (...). Its mean is :func:`seq_nll`."""
     return -log_probs.gather(-1, targets[..., None])[..., 0].float()
+
+
+def per_character_losses(model, ids, bs, bptt):
+    """The loss of each character of ``ids`` a stateful model predicts when it reads them as
+    :func:`evaluate` does (``bs`` rows, state carried): ``(positions, losses)``, the position in
+    ``ids`` and the loss in nats of every character but the first of each row. Their mean is
+    ``evaluate``'s figure; split up, they show which characters (or speeches) are hard."""
+    loader = LanguageModelLoader(ids, bs, bptt)
+    model.eval()
+    _reset_state(model)
+    dev = next(model.parameters()).device
+    chunks = []
+    with torch.inference_mode():
+        for x, y in loader:
+            chunks.append(target_losses(model(x.to(dev)), y.to(dev)).cpu())
+    losses = torch.cat(chunks, dim=1)                                  # (bs, characters per row - 1)
+    n = loader.data.shape[1]
+    positions = np.arange(bs)[:, None] * n + np.arange(1, n)[None, :]  # row r holds ids[r * n:(r + 1) * n]
+    return positions.ravel(), losses.numpy().ravel()
 
 
 def loss_by_position(log_probs_of, batches):
@@ -498,108 +436,14 @@ def gradient_by_distance(embed, read, x, y):
     return grad.norm(dim=2).mean(0).flip(0).cpu().numpy()
 
 
-def per_character_losses(model, ids, bs, bptt):
-    """The loss of every character of ``ids`` that a stateful model predicts when it reads them
-    as :func:`evaluate` does (``bs`` rows, the state carried from batch to batch, reset first):
-    returns ``(positions, losses)``, the position in ``ids`` of each predicted character and
-    its loss in nats. Their mean is ``evaluate``'s figure; split up, it shows which characters
-    (or speeches) are hard. Every character but the first of each row is predicted."""
-    loader = LanguageModelLoader(ids, bs, bptt)
-    model.eval()
-    _reset_state(model)
-    dev = next(model.parameters()).device
-    chunks = []
-    with torch.inference_mode():
-        for x, y in loader:
-            chunks.append(target_losses(model(x.to(dev)), y.to(dev)).cpu())
-    losses = torch.cat(chunks, dim=1)                                  # (bs, characters per row - 1)
-    n = loader.data.shape[1]
-    positions = np.arange(bs)[:, None] * n + np.arange(1, n)[None, :]  # row r holds ids[r * n:(r + 1) * n]
-    return positions.ravel(), losses.numpy().ravel()
-
-def ensemble_loss(models, ids, bs, bptt):
-    """Mean loss over the characters of ``ids`` when several stateful models' predicted
-    probabilities are averaged (a snapshot ensemble): each model reads ``ids`` as :func:`evaluate`
-    does (:func:`per_character_losses`), and the loss of a character is minus the log of the mean
-    of the models' probabilities for it. One model gives :func:`evaluate`'s figure."""
-    if not models:
-        raise ValueError('ensemble_loss: no models to average')
-    losses = torch.stack([torch.from_numpy(per_character_losses(model, ids, bs, bptt)[1]).double()
-                          for model in models])                         # (models, characters)
-    return -(torch.logsumexp(-losses, dim=0) - math.log(len(models))).mean().item()
-
-
-def smooth(values, beta=0.98):
-    """Debiased exponential moving average of a sequence, as ``fit`` smooths train losses: pandas'
-    ``ewm`` with ``alpha = 1 - beta`` normalises its weights the same way (``adjust=True``)."""
-    import pandas as pd
-    return pd.Series(values, dtype=float).ewm(alpha=1 - beta).mean().tolist()
-
-
-def plot_losses(histories, ax=None, ylabel='loss (nats per character)'):
-    """Plot training curves of one or more :class:`History` objects.
-
-    ``histories`` is a History or a dict ``{label: History}``. Each gets a line: the
-    moving average of its batch losses (x = epochs completed, fractional), and dots: the
-    valid loss at the end of each epoch. Returns the axes.
-    """
-    import matplotlib.pyplot as plt
-
-    if isinstance(histories, History):
-        histories = {'': histories}
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 4.5))
-    for i, (label, h) in enumerate(histories.items()):
-        color = f'C{i}'
-        if h.batch_loss and h.epoch:
-            per_epoch = len(h.batch_loss) / len(h.epoch)
-            x = np.arange(1, len(h.batch_loss) + 1) / per_epoch
-            ax.plot(x, smooth(h.batch_loss), '-', color=color, lw=1,
-                    label=f'{label} train (moving average)'.strip())
-        else:
-            ax.plot([e + 1 for e in h.epoch], h.train_loss, '--', color=color,
-                    label=f'{label} train'.strip())
-        ax.plot([e + 1 for e in h.epoch], h.valid_loss, 'o', color=color, ms=7,
-                label=f'{label} valid'.strip())
-    ax.set_xlabel('epochs completed')
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize='small')
-    ax.grid(alpha=0.3)
-    return ax
-
-
 # ------------------------------------------------------------------ generation
 
-def _check_temperature(temperature):
-    """``temperature`` as a float: any real number type (int, float, numpy, a one-element
-    tensor) that is finite and above 0."""
-    value = None
-    if torch.is_tensor(temperature) and temperature.numel() == 1 and temperature.dtype != torch.bool:
-        value = float(temperature)
-    elif isinstance(temperature, (numbers.Real, np.number)) and not isinstance(temperature, (bool, np.bool_)):
-        value = float(temperature)
-    if value is None or not math.isfinite(value) or value <= 0:
-        raise ValueError(f'temperature must be a finite number above 0 (1 samples the model as it '
-                         f'is, below 1 is more conservative), got {temperature!r}')
-    return value
-
-
-def _check_output_size(log_probs, vocab):
-    if log_probs.shape[-1] != len(vocab):
-        raise ValueError(f'The model predicts {log_probs.shape[-1]} characters but the vocabulary '
-                         f'has {len(vocab)}: use the vocabulary the model was trained with.')
-
-
 def get_next(model, vocab, text, generator=None, temperature=1.0):
-    """Sample the character that follows ``text``; returns ``(char, probability)``.
-
-    The model sees ``text`` as one row of indices and must return log-probabilities of
-    shape (1, vocab) or, for models that predict at every position, (1, len, vocab); then
-    the last position is used. ``temperature`` < 1 sharpens the distribution, > 1 flattens it.
+    """Sample the character that follows ``text``; returns ``(char, probability)``. The model
+    reads ``text`` as one row and returns log-probabilities (1, vocab), or (1, len, vocab) of
+    which the last position counts. ``temperature`` < 1 sharpens the distribution, > 1 flattens it.
     """
-    temperature = _check_temperature(temperature)
-    if not text:
-        raise ValueError('text is empty: give the model at least one character to read')
+    temperature = _check_temperature(temperature, text, 'text')
     model.eval()
     _reset_state(model)                # a stateful model reads ``text`` from a zero state
     dev = next(model.parameters()).device
@@ -611,11 +455,7 @@ def get_next(model, vocab, text, generator=None, temperature=1.0):
     _check_output_size(logp, vocab)
     logits = logp[0].float().cpu()
     probs = torch.softmax(logits / temperature, dim=-1)
-    if not torch.isfinite(probs).all():
-        # a temperature so small that the division overflows: in float64, shifted so that the
-        # largest is 0, it gives 0 and -inf, all the mass on the likeliest character
-        shifted = logits.double() - logits.double().max()
-        probs = torch.softmax(shifted / temperature, dim=-1).float()
+    probs = _without_overflow(probs, logits, temperature)
     idx = int(torch.multinomial(probs, 1, generator=generator))
     return vocab.itos[idx], float(probs[idx])
 
@@ -625,9 +465,7 @@ def generate(model, vocab, prompt, n_chars=200, context=8, generator=None, tempe
     ``context`` characters each time. Pass a seeded ``torch.Generator`` for a repeatable page."""
     _check_int('context', context)
     _check_int('n_chars', n_chars, low=0)
-    _check_temperature(temperature)
-    if not prompt:
-        raise ValueError('prompt is empty: give the model at least one character to start from')
+    _check_temperature(temperature, prompt, 'prompt')
     text = prompt
     vocab.encode(prompt)  # fail early, naming any unknown character
     for _ in range(n_chars):
@@ -652,28 +490,16 @@ def _take(h, idx):
 
 def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, generator=None,
                 prune_every=1):
-    """Extend ``prompt`` by ``steps`` characters, keeping the ``beam_size`` most probable texts.
+    """Extend ``prompt`` by ``steps`` characters, keeping the ``beam_size`` most probable texts
+    (``None``: all, a breadth-first search); returns ``[(text, log_prob), ...]``, best first.
 
-    At every step each kept text is extended by every character (or, with ``n_candidates``,
-    by that many characters sampled without replacement from the model's distribution: the
-    original's "stochastic beam search"), and the ``beam_size`` extensions with the highest
-    summed log-probability are kept; ``beam_size=None`` keeps all (breadth-first search).
-    ``prune_every=k`` keeps every extension for k steps before choosing the ``beam_size`` best
-    (a text that starts unlikely can then survive if what follows makes up for it); the
-    last step always chooses.
-    All candidates of a step go through the model in one batched call, each carrying its own
-    hidden state, so no prefix is read twice. Returns ``[(text, log_prob), ...]``, best first.
+    Each step extends every kept text by every character (by ``n_candidates`` characters sampled
+    without replacement: the original's "stochastic beam search") and keeps the best by summed
+    log-probability; ``prune_every=k`` chooses only every k steps (and at the last), so a text
+    that starts unlikely can survive. A step's candidates go through the model in one batch,
+    each with its own state, so no prefix is read twice.
     """
-    if not prompt:
-        raise ValueError('prompt is empty: give the model at least one character to start from')
-    _check_int('steps', steps, low=0)
-    if beam_size is not None:
-        _check_int('beam_size', beam_size)
-    if n_candidates is not None and not (isinstance(n_candidates, (int, np.integer))
-                                         and 1 <= n_candidates <= len(vocab)):
-        raise ValueError(f'n_candidates must be an integer from 1 to the vocabulary size '
-                         f'({len(vocab)}), got {n_candidates!r}')
-    _check_int('prune_every', prune_every)
+    _check_search(prompt, vocab, steps, beam_size, n_candidates, prune_every)
     model.eval()
     dev = next(model.parameters()).device
     with torch.inference_mode():
@@ -702,8 +528,7 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
             scores, order = flat.topk(k)
             parents = torch.div(order, len(vocab), rounding_mode='floor')
             chars = order % len(vocab)
-            parents_l, chars_l = parents.tolist(), chars.tolist()
-            texts = [texts[p] + vocab.itos[c] for p, c in zip(parents_l, chars_l)]
+            texts = [texts[p] + vocab.itos[c] for p, c in zip(parents.tolist(), chars.tolist())]
             if step < steps - 1:                                  # the last step needs no forward
                 logp, h = model.run(chars[:, None], _take(h, parents))
                 last = logp[:, -1].float()
@@ -713,29 +538,16 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
 # ----------------------------------------------------------------- speech text
 
 def preprocess_speech(path, greedy_tags=True, loose_entities=True):
-    """One speech file of the corpus as a single line of clean text.
-
-    The rules the original used (its helper was not shown), quirks included: skip the two
-    header lines (``<title=...>``, ``<date=...>``); on each line remove ``<...>`` greedily
-    (stage directions such as ``<APPLAUSE>``, and everything between the first ``<`` and
-    the last ``>``), turn HTML entities ``&...;`` into a space, turn runs of dashes and
-    spaces between spaces into `` - ``, strip trailing whitespace; drop lines of two
-    characters or fewer; join with spaces and squeeze every whitespace run to one space.
-    ``greedy_tags=False`` removes each ``<...>`` on its own instead (``<.*?>``), which keeps
-    the text between tags: not the original's rule, for measuring what the rule costs.
-    The original's entity rule ``&.*?;`` has a second quirk: a bare ``&`` ("AT&T", "Q&A") starts
-    a match that runs to the next ``;`` of the line, whatever lies between.
-    ``loose_entities=False`` replaces only real entities (``&amp;``, ``&#8217;``) instead.
+    """One speech file of the corpus as a single line of clean text, by the original's rules
+    (its helper was not shown), quirks included: skip the two header lines; on each line remove
+    ``<...>`` greedily (``<APPLAUSE>``, and all from the first ``<`` to the last ``>``), turn
+    ``&...;`` into a space (a bare ``&``, as in "AT&T", runs to the next ``;``), turn runs of
+    dashes and spaces between spaces into `` - ``, strip the end; drop lines of two characters
+    or fewer; join with spaces and squeeze whitespace. ``greedy_tags=False`` (each ``<...>`` on
+    its own) and ``loose_entities=False`` (only real entities) measure what the quirks cost.
     """
-    try:
-        with open(path, encoding='utf-8') as f:
-            lines = f.read().splitlines()[2:]
-    except UnicodeDecodeError as e:
-        raise ValueError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start}): the file is '
-                         f'damaged. Move the folder "{Path(path).parents[1]}" aside (e.g. rename '
-                         f'it) and run again to download the corpus afresh.') from e
     kept = []
-    for line in lines:
+    for line in _speech_lines(path)[2:]:
         line = re.sub('<.*>' if greedy_tags else '<.*?>', '', line)
         line = re.sub('&.*?;' if loose_entities else r'&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);', ' ', line)
         line = re.sub(r' [-+\s*-*]+ ', ' - ', line)
@@ -744,6 +556,476 @@ def preprocess_speech(path, greedy_tags=True, loose_entities=True):
             kept.append(line)
     return re.sub(r'\s+', ' ', ' '.join(kept))
 
+
+# --------------------------------------------------------------- shared models
+
+class CalculatorWithNonlinearities(torch.nn.Module):
+    """Notebook 02's second calculator, reused by notebook 05: each character of a sum such as
+    ``'3+4'`` is embedded in ``n_fac`` numbers, lifted to the hidden size by ``l_in``, and the
+    hidden state goes through tanh at every step; one number comes out.
+    (batch, n_chars) indices -> (batch, 1)."""
+
+    def __init__(self, vocab_size, n_fac, n_hidden):
+        super().__init__()
+        self.e = torch.nn.Embedding(vocab_size, n_fac)
+        self.l_in = torch.nn.Linear(n_fac, n_hidden)        # needed now that n_fac != n_hidden
+        self.l_hidden = torch.nn.Linear(n_hidden, n_hidden)
+        self.l_out = torch.nn.Linear(n_hidden, 1)
+
+    def forward(self, x):                                   # x: (batch, 3)
+        h = torch.zeros(len(x), self.l_hidden.in_features, device=x.device)
+        for c in x.unbind(1):
+            h = torch.tanh(self.l_hidden(h + self.l_in(self.e(c))))
+        return self.l_out(h)
+
+
+class CharSeqStatefulRNN(torch.nn.Module):
+    """Notebook 03's stateful RNN, the base of the full-size models: it predicts at every position
+    and carries its hidden state ``h`` from one batch to the next. ``run(x, h)`` is one pass from
+    a given state; ``reset()`` starts afresh, and so does a batch of another size.
+    (batch, seq_len) indices -> (batch, seq_len, vocab) log-probabilities."""
+
+    def __init__(self, vocab_size, n_fac, n_hidden):
+        super().__init__()
+        self.e = torch.nn.Embedding(vocab_size, n_fac)
+        self.rnn = torch.nn.RNN(n_fac, n_hidden, batch_first=True)
+        self.l_out = torch.nn.Linear(n_hidden, vocab_size)
+        self.h = None                                  # None: zeros of the right size
+
+    def reset(self):
+        self.h = None
+
+    def run(self, x, h):                               # x: (batch, seq_len) -> log-probs, new state
+        output, h = self.rnn(self.e(x), h)
+        return torch.log_softmax(self.l_out(output), dim=-1), h
+
+    def forward(self, x):
+        if self.h is not None and _batch_size(self.h) != len(x):
+            self.reset()                               # a batch of another size starts afresh
+        # the state in the weights' dtype: one carried out of a bf16 autocast region (train_full.py)
+        # would make an fp32 forward fail inside oneDNN; in fp32 this changes nothing
+        log_probs, h = self.run(x, _apply(self.h, lambda t: t.to(self.e.weight.dtype)))
+        self.h = _apply(h, torch.Tensor.detach)        # keep the values, cut the graph
+        return log_probs
+
+
+def _apply(h, f):                                      # an LSTM's state is a pair (h, c)
+    return None if h is None else tuple(f(t) for t in h) if isinstance(h, tuple) else f(h)
+
+
+def _batch_size(h):
+    return (h[0] if isinstance(h, tuple) else h).shape[1]
+
+
+class CharLSTM(CharSeqStatefulRNN):
+    """The stateful model with ``n_layers`` LSTM layers (the original's: 3 of 512, dropout 0.5)."""
+
+    def __init__(self, vocab_size, n_fac, n_hidden, n_layers, dropout):
+        super().__init__(vocab_size, n_fac, n_hidden)
+        self.rnn = torch.nn.LSTM(n_fac, n_hidden, n_layers, dropout=dropout, batch_first=True)
+
+
+class CharGRU(CharSeqStatefulRNN):
+    """The same with GRU layers."""
+
+    def __init__(self, vocab_size, n_fac, n_hidden, n_layers, dropout):
+        super().__init__(vocab_size, n_fac, n_hidden)
+        self.rnn = torch.nn.GRU(n_fac, n_hidden, n_layers, dropout=dropout, batch_first=True)
+
+
+# ============================================================================
+# Plumbing: what the lessons rely on but never read: the checks of arguments, the environment
+# and device, plots, checkpoints and the shipped models, the speeches of a president and the
+# corpus download with its checks, lock and offline fallback.
+# ============================================================================
+
+
+import errno
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+import zipfile
+from pathlib import PurePosixPath
+
+
+# --------------------------------------------------------- checks of arguments
+# Each turns what would be a silent wrong result (or an error far from its cause) into an error
+# that names the argument.
+
+def _check_int(name, value, low=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f'{name} must be an integer of at least {low}, got {value!r}')
+
+
+def _check_index(i, size):
+    """``i`` as an int, if it is a whole number from 0 to ``size - 1`` (not a bool)."""
+    if isinstance(i, bool) or not isinstance(i, numbers.Real) or i != int(i) or not 0 <= i < size:
+        raise ValueError(f'decode: {i!r} is not an index of this vocabulary (whole numbers '
+                         f'from 0 to {size - 1})')
+    return int(i)
+
+
+def _validation_mask(val_idxs, n):
+    """A boolean mask of ``n`` rows from validation row positions (negative ones count from the
+    end) or from a boolean mask, leaving at least one row on each side."""
+    val = np.asarray(val_idxs).reshape(-1)
+    if val.dtype == bool:
+        if val.size != n:
+            raise ValueError(f'a boolean validation mask needs one entry per row ({n}), got {val.size}')
+        val = np.flatnonzero(val)
+    elif val.size and not np.issubdtype(val.dtype, np.integer):
+        raise TypeError(f'validation indices must be integers (or a boolean mask), got {val.dtype}')
+    val = val.astype(np.int64)
+    if val.size and (val.min() < -n or val.max() >= n):
+        raise IndexError(f'validation indices must lie in [-{n}, {n - 1}]')
+    val = np.unique(val % n)
+    if not 0 < val.size < n:
+        raise ValueError(f'need at least one train and one valid row, got {val.size} valid of {n}')
+    is_val = np.zeros(n, dtype=bool)
+    is_val[val] = True
+    return is_val
+
+
+def _check_temperature(temperature, text=None, what='text'):
+    """``temperature`` as a float: any real number type (int, float, numpy, a one-element
+    tensor) that is finite and above 0; and ``text`` (the ``what`` to read) not empty."""
+    if text is not None and not text:
+        start = 'read' if what == 'text' else 'start from'
+        raise ValueError(f'{what} is empty: give the model at least one character to {start}')
+    value = None
+    if torch.is_tensor(temperature) and temperature.numel() == 1 and temperature.dtype != torch.bool:
+        value = float(temperature)
+    elif isinstance(temperature, (numbers.Real, np.number)) and not isinstance(temperature, (bool, np.bool_)):
+        value = float(temperature)
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise ValueError(f'temperature must be a finite number above 0 (1 samples the model as it '
+                         f'is, below 1 is more conservative), got {temperature!r}')
+    return value
+
+
+def _without_overflow(probs, logits, temperature):
+    """``probs`` if finite; else (a temperature so small that ``logits / temperature`` overflows)
+    the same softmax in float64, shifted so that the largest is 0: 0 and -inf, all the mass on
+    the likeliest character."""
+    if torch.isfinite(probs).all():
+        return probs
+    shifted = logits.double() - logits.double().max()
+    return torch.softmax(shifted / temperature, dim=-1).float()
+
+
+def _speech_lines(path):
+    """The lines of a speech file, or an error saying it is damaged and what to do."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            return f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start}): the file is '
+                         f'damaged. Move the folder "{Path(path).parents[1]}" aside (e.g. rename '
+                         f'it) and run again to download the corpus afresh.') from e
+
+
+def _check_output_size(log_probs, vocab):
+    if log_probs.shape[-1] != len(vocab):
+        raise ValueError(f'The model predicts {log_probs.shape[-1]} characters but the vocabulary '
+                         f'has {len(vocab)}: use the vocabulary the model was trained with.')
+
+
+def _check_search(prompt, vocab, steps, beam_size, n_candidates, prune_every):
+    if not prompt:
+        raise ValueError('prompt is empty: give the model at least one character to start from')
+    _check_int('steps', steps, low=0)
+    if beam_size is not None:
+        _check_int('beam_size', beam_size)
+    if n_candidates is not None and not (isinstance(n_candidates, (int, np.integer))
+                                         and 1 <= n_candidates <= len(vocab)):
+        raise ValueError(f'n_candidates must be an integer from 1 to the vocabulary size '
+                         f'({len(vocab)}), got {n_candidates!r}')
+    _check_int('prune_every', prune_every)
+
+
+# ------------------------------------------------------ environment and device
+
+def _autocast(dev, amp_dtype):
+    """A context that runs the forward pass in ``amp_dtype`` (e.g. ``torch.bfloat16``), or nothing."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=dev.type, dtype=amp_dtype)
+
+
+def _available_devices():
+    found = ['cpu'] + [f'cuda:{i}' for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
+        found.append('mps')
+    return found
+
+
+def _check_device_available(dev, what):
+    dev = torch.device(dev)
+    if dev.type == 'cpu':
+        return dev
+    ok = (dev.type == 'cuda' and torch.cuda.is_available()
+          and (dev.index is None or dev.index < torch.cuda.device_count())) or \
+         (dev.type == 'mps' and getattr(torch.backends, 'mps', None) is not None
+          and torch.backends.mps.is_available())
+    if not ok:
+        raise RuntimeError(f'{what}: the device {dev} is not available here; this machine has: '
+                           f'{", ".join(_available_devices())}.')
+    return dev
+
+
+def _pick_device():
+    wanted = os.environ.get('PRESIDENTIAL_DEVICE', '').strip().lower()
+    if wanted:
+        try:
+            dev = torch.device(wanted)
+        except RuntimeError as e:
+            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r} is not a device: use cpu, cuda or '
+                             f'cuda:N, or unset it') from e
+        if dev.type not in ('cpu', 'cuda', 'mps'):
+            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r}: the notebooks run on cpu, cuda or mps')
+        return _check_device_available(dev, f'PRESIDENTIAL_DEVICE={wanted}')
+    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+#: Where models and batches go: CUDA when available, else the CPU. ``PRESIDENTIAL_DEVICE=cpu``
+#: forces the CPU.
+device = _pick_device()
+
+#: In the 'tiny' configuration every text is cut to this many characters.
+TINY_CHARS = 60_000
+
+def configuration():
+    """Which configuration the notebooks run, from ``PRESIDENTIAL_FULL_CONFIG`` and the device.
+
+    * ``'full'``: the original's sizes, schedules and grids; the default on CUDA, and what
+      ``PRESIDENTIAL_FULL_CONFIG=1`` asks for on any device (hours on a laptop CPU).
+    * ``'cpu'``: reduced sizes that finish in minutes on a laptop CPU; the default elsewhere,
+      and what ``PRESIDENTIAL_FULL_CONFIG=0`` asks for on a GPU too.
+    * ``'tiny'`` (``PRESIDENTIAL_FULL_CONFIG=tiny``): the full configuration's code path, its
+      layers, grids and branches, with every text cut to :data:`TINY_CHARS` characters and
+      epochs and sample counts cut to a minimum, so that CI runs in minutes each line a reader
+      with a GPU meets. Its figures mean nothing: the notebooks check only that it runs.
+    """
+    value = os.environ.get('PRESIDENTIAL_FULL_CONFIG', '').strip().lower()
+    if value == 'tiny':
+        return 'tiny'
+    if value in ('1', 'true', 'yes', 'on', 'full'):
+        return 'full'
+    if value in ('0', 'false', 'no', 'off', 'cpu'):
+        return 'cpu'
+    if value:
+        raise ValueError(f'PRESIDENTIAL_FULL_CONFIG={value!r}: use 1 (the original\'s '
+                         f'configuration), 0 (the reduced CPU one) or tiny (the full one\'s code '
+                         f'at a tiny size), or unset it')
+    return 'full' if device.type == 'cuda' else 'cpu'
+
+
+def progress_enabled():
+    """Progress bars are on unless ``PRESIDENTIAL_PROGRESS`` is 0, false, no or off (any case,
+    spaces ignored). ``make`` and the test configuration set it, so that bars never reach
+    stored or compared outputs."""
+    value = os.environ.get('PRESIDENTIAL_PROGRESS', '1').strip().lower()
+    return value not in ('0', 'false', 'no', 'off', 'n', 'f')
+
+
+# ----------------------------------------------------------------------- plots
+
+def smooth(values, beta=0.98):
+    """Debiased exponential moving average of a sequence, as ``fit`` smooths train losses: pandas'
+    ``ewm`` with ``alpha = 1 - beta`` normalises its weights the same way (``adjust=True``)."""
+    import pandas as pd
+    return pd.Series(values, dtype=float).ewm(alpha=1 - beta).mean().tolist()
+
+
+def plot_losses(histories, ax=None, ylabel='loss (nats per character)'):
+    """Plot a :class:`History` or a dict ``{label: History}``: the moving average of the batch
+    losses as a line (x: epochs completed) and the valid loss of each epoch as dots."""
+    import matplotlib.pyplot as plt
+
+    if isinstance(histories, History):
+        histories = {'': histories}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4.5))
+    for i, (label, h) in enumerate(histories.items()):
+        color = f'C{i}'
+        if h.batch_loss and h.epoch:
+            per_epoch = len(h.batch_loss) / len(h.epoch)
+            x = np.arange(1, len(h.batch_loss) + 1) / per_epoch
+            ax.plot(x, smooth(h.batch_loss), '-', color=color, lw=1,
+                    label=f'{label} train (moving average)'.strip())
+        else:
+            ax.plot([e + 1 for e in h.epoch], h.train_loss, '--', color=color,
+                    label=f'{label} train'.strip())
+        ax.plot([e + 1 for e in h.epoch], h.valid_loss, 'o', color=color, ms=7,
+                label=f'{label} valid'.strip())
+    ax.set(xlabel='epochs completed', ylabel=ylabel)
+    ax.legend(fontsize='small')
+    ax.grid(alpha=0.3)
+    return ax
+
+
+# ------------------------------------------ checkpoints and the shipped models
+
+def save_checkpoint(obj, path):
+    """``torch.save`` to ``path`` atomically: a temporary file beside it, then one rename, so a
+    kill during the save leaves the previous checkpoint intact. The file gets the mode a plain
+    ``torch.save`` would give it (0666 less the umask), not the temporary file's 0600."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, 'wb') as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        full = next((c for c in _causes(e) if isinstance(c, OSError) and c.errno == errno.ENOSPC), None)
+        if full is not None:        # torch reports it as "unexpected pos ..." with the cause inside
+            raise OSError(errno.ENOSPC, f'No space left in {path.parent} to save {path.name}: '
+                                        f'{path.name} is as it was before this save; free some '
+                                        f'space and save again') from e
+        raise
+    return path
+
+
+def _causes(e):
+    """``e`` and the exceptions it was raised from or while handling."""
+    seen = []
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return seen
+
+
+def load_checkpoint(path, map_location='cpu'):
+    """``torch.load(path, map_location=..., weights_only=True)``, with errors that say what is
+    wrong and lose nothing: a file of pickled objects (a whole module saved with
+    ``torch.save(model)``, numpy arrays) is "not a plain checkpoint"; a device this machine lacks
+    is named with the ones it has; only a file that cannot be read at all is "damaged", and then
+    the advice is to move it aside. A missing file raises ``FileNotFoundError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'No checkpoint at {path}' + (' (it is a folder)' if path.is_dir() else ''))
+    if isinstance(map_location, (str, torch.device)):
+        _check_device_available(map_location, f'load_checkpoint({path.name!r}, map_location={str(map_location)!r})')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        message = str(e)
+        if 'Weights only load failed' in message:
+            raise RuntimeError(
+                f'{path} is not a plain checkpoint: it holds pickled Python objects (a module saved '
+                f'with torch.save(model), numpy arrays, ...), which weights_only=True refuses. If you '
+                f'trust where it came from, load it yourself with torch.load(path, '
+                f'weights_only=False); the series saves plain dicts of tensors, numbers and '
+                f'strings.') from e
+        if 'deserialize object on' in message or 'device' in message.lower():
+            raise RuntimeError(
+                f'{path} holds tensors saved on a device this machine lacks ({message.split(". ")[0]}). '
+                f'Pass map_location="cpu" (this machine has: {", ".join(_available_devices())}).') from e
+        raise RuntimeError(
+            f'Could not read the checkpoint {path} ({type(e).__name__}: {message.split(". ")[0][:200]}): it is '
+            f'damaged or incomplete (a save cut short?). Move it aside (e.g. mv "{path}" '
+            f'"{path}.damaged") and train again, or restore it from a copy.') from e
+
+#: The shipped full-size checkpoints, from the repository root (not the working directory).
+MODELS_DIR = Path(__file__).resolve().parent / 'models'
+
+#: The full-size models by the cell name train_full.py and the shipped checkpoints use.
+FULL_SIZE_MODELS = {'lstm': CharLSTM, 'gru': CharGRU}
+
+def full_size_model(cell, vocab_size, config, models=None):
+    """The model of ``cell`` built from a configuration as train_full.py's runs and shipped
+    checkpoints record it: ``models[cell]`` (default :data:`FULL_SIZE_MODELS`) called with the
+    vocabulary size and the configuration's values of its other arguments (``n_fac``,
+    ``n_hidden``, ``n_layers``, ``dropout``, ...)."""
+    import inspect
+    cls = (FULL_SIZE_MODELS if models is None else models)[cell]
+    names = list(inspect.signature(cls).parameters)[1:]
+    return cls(vocab_size, **{name: config[name] for name in names})
+
+
+def from_half(model, weights):
+    """``model`` with ``weights`` (a state dict whose floating-point tensors are fp16, as the
+    shipped and cycle-end checkpoints keep them) loaded and cast to fp32."""
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    return model
+
+
+def load_shipped(path, device='cpu', models=None):
+    """A checkpoint shipped by train_full.py (``models/<cell>_3x512.pt``), ready to evaluate:
+    returns ``(model, checkpoint)``, the model of the checkpoint's cell (``models``, default
+    :data:`FULL_SIZE_MODELS`) built from its configuration and vocabulary, its fp16 weights cast
+    to fp32, on ``device``. Everything is checked before the model is built (its cell,
+    configuration, vocabulary and weights: names, shapes and finiteness), so a damaged or
+    crafted file is refused by name, never half-loaded."""
+    device = _check_device_available(device, f'load_shipped({Path(path).name!r}, device={str(device)!r})')
+    models = FULL_SIZE_MODELS if models is None else models
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint, dict) or 'valid_loss_shipped_weights' not in checkpoint:
+        raise ValueError(f'{path} is not a checkpoint shipped by train_full.py (models/<cell>_3x512.pt); '
+                         f'a state file of a run is resumed by train_full.py instead')
+    if checkpoint.get('cell') not in models:
+        raise ValueError(f'{path} holds a model of cell {checkpoint.get("cell")!r}, and load_shipped was '
+                         f'given the classes of {", ".join(map(repr, models))} only: pass its class, e.g. '
+                         f'load_shipped(path, models=train_full.CELLS)')
+    problem = _shipped_problem(checkpoint, models)
+    if problem:
+        raise ValueError(f'{path} is a damaged checkpoint: {problem}. Restore it from the repository '
+                         f'(git checkout -- {path}) or ship it again with train_full.py.')
+    model = from_half(full_size_model(checkpoint['cell'], len(checkpoint['vocab']), checkpoint['config'], models),
+                      checkpoint['model'])
+    return model.to(device).eval(), checkpoint
+
+
+def _non_finite(tensors):
+    """The names of the floating-point tensors among ``(name, tensor)`` pairs that hold NaN or inf."""
+    return [name for name, t in tensors if torch.is_tensor(t) and t.is_floating_point()
+            and not torch.isfinite(t).all()]
+
+
+def _shipped_problem(ck, models):
+    """What is wrong with a shipped checkpoint's contents, in words, or '' if nothing is."""
+    config, vocab, weights = ck.get('config'), ck.get('vocab'), ck.get('model')
+    if not isinstance(config, dict) or not isinstance(weights, dict) or not isinstance(vocab, list):
+        return 'its config, vocab or model is missing or of the wrong type'
+    sizes = {k: config.get(k) for k in ('n_fac', 'n_hidden', 'n_layers')}
+    limits = {'n_fac': 100_000, 'n_hidden': 100_000, 'n_layers': 64}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= limits[k] for k, v in sizes.items()):
+        return f'its configuration has sizes out of range ({sizes})'
+    if not (isinstance(config.get('dropout'), (int, float)) and 0 <= config['dropout'] < 1):
+        return f'its dropout is {config.get("dropout")!r}, not a number from 0 to 1'
+    if not vocab or not all(isinstance(c, str) and len(c) == 1 for c in vocab) or len(set(vocab)) != len(vocab):
+        return 'its vocabulary is not a list of distinct single characters'
+    with torch.device('meta'):      # the shapes the configuration implies, without allocating them
+        try:
+            expected = {k: v.shape for k, v in full_size_model(ck['cell'], len(vocab), config, models).state_dict().items()}
+        except KeyError as e:
+            return f'its configuration lacks {e}'
+    if set(weights) != set(expected):
+        missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+        return f'its weights do not match its configuration (missing {missing[:3]}, unexpected {extra[:3]})'
+    wrong = [f'{k} is {tuple(getattr(v, "shape", ()))}, not {tuple(expected[k])}' for k, v in weights.items()
+             if not torch.is_tensor(v) or v.shape != expected[k]]
+    if wrong:
+        return 'its weights do not match its configuration and vocabulary: ' + '; '.join(wrong[:3])
+    bad = _non_finite(weights.items())
+    if bad:
+        return f'its weights {", ".join(bad[:3])} are not finite (NaN or infinite)'
+    loss = ck['valid_loss_shipped_weights']
+    if not (isinstance(loss, (int, float)) and np.isfinite(loss) and loss >= 0):
+        return f'its recorded validation loss is {loss!r}'
+    return ''
+
+
+# -------- the speeches of a president, from the corpus or the offline fallback
 
 class SpeechText(str):
     """A ``str`` that also remembers where it came from.
@@ -878,335 +1160,12 @@ def page_corpus(president, configuration):
     return (text[:TINY_CHARS] if tiny else text), corpus, text.is_full_corpus and not tiny
 
 
-# --------------------------------------------------------------- shared models
-
-class CalculatorWithNonlinearities(torch.nn.Module):
-    """Notebook 02's second calculator, reused by notebook 05: each character of a sum such as
-    ``'3+4'`` is embedded in ``n_fac`` numbers, lifted to the hidden size by ``l_in``, and the
-    hidden state goes through tanh at every step; one number comes out.
-    (batch, n_chars) indices -> (batch, 1)."""
-
-    def __init__(self, vocab_size, n_fac, n_hidden):
-        super().__init__()
-        self.e = torch.nn.Embedding(vocab_size, n_fac)
-        self.l_in = torch.nn.Linear(n_fac, n_hidden)        # needed now that n_fac != n_hidden
-        self.l_hidden = torch.nn.Linear(n_hidden, n_hidden)
-        self.l_out = torch.nn.Linear(n_hidden, 1)
-
-    def forward(self, x):                                   # x: (batch, 3)
-        h = torch.zeros(len(x), self.l_hidden.in_features, device=x.device)
-        for c in x.unbind(1):
-            h = torch.tanh(self.l_hidden(h + self.l_in(self.e(c))))
-        return self.l_out(h)
-
-
-class CharSeqStatefulRNN(torch.nn.Module):
-    """Notebook 03's stateful RNN, the base of the full-size models: it predicts at every position
-    and carries its hidden state ``h`` from one batch to the next. ``run(x, h)`` is one pass from
-    a given state; ``reset()`` starts afresh, and so does a batch of another size.
-    (batch, seq_len) indices -> (batch, seq_len, vocab) log-probabilities."""
-
-    def __init__(self, vocab_size, n_fac, n_hidden):
-        super().__init__()
-        self.e = torch.nn.Embedding(vocab_size, n_fac)
-        self.rnn = torch.nn.RNN(n_fac, n_hidden, batch_first=True)
-        self.l_out = torch.nn.Linear(n_hidden, vocab_size)
-        self.h = None                                  # None: zeros of the right size
-
-    def reset(self):
-        self.h = None
-
-    def run(self, x, h):                               # x: (batch, seq_len) -> log-probs, new state
-        output, h = self.rnn(self.e(x), h)
-        return torch.log_softmax(self.l_out(output), dim=-1), h
-
-    def forward(self, x):
-        if self.h is not None and _batch_size(self.h) != len(x):
-            self.reset()                               # a batch of another size starts afresh
-        # the state in the weights' dtype: one carried out of a bf16 autocast region (train_full.py)
-        # would make an fp32 forward fail inside oneDNN; in fp32 this changes nothing
-        log_probs, h = self.run(x, _apply(self.h, lambda t: t.to(self.e.weight.dtype)))
-        self.h = _apply(h, torch.Tensor.detach)        # keep the values, cut the graph
-        return log_probs
-
-
-def _apply(h, f):                                      # an LSTM's state is a pair (h, c)
-    return None if h is None else tuple(f(t) for t in h) if isinstance(h, tuple) else f(h)
-
-
-def _batch_size(h):
-    return (h[0] if isinstance(h, tuple) else h).shape[1]
-
-
-class CharLSTM(CharSeqStatefulRNN):
-    """The stateful model with ``n_layers`` LSTM layers (the original's: 3 of 512, dropout 0.5)."""
-
-    def __init__(self, vocab_size, n_fac, n_hidden, n_layers, dropout):
-        super().__init__(vocab_size, n_fac, n_hidden)
-        self.rnn = torch.nn.LSTM(n_fac, n_hidden, n_layers, dropout=dropout, batch_first=True)
-
-
-class CharGRU(CharSeqStatefulRNN):
-    """The same with GRU layers."""
-
-    def __init__(self, vocab_size, n_fac, n_hidden, n_layers, dropout):
-        super().__init__(vocab_size, n_fac, n_hidden)
-        self.rnn = torch.nn.GRU(n_fac, n_hidden, n_layers, dropout=dropout, batch_first=True)
-
-
-#: The full-size models by the cell name train_full.py and the shipped checkpoints use.
-FULL_SIZE_MODELS = {'lstm': CharLSTM, 'gru': CharGRU}
-
-
-def full_size_model(cell, vocab_size, config, models=None):
-    """The model of ``cell`` built from a configuration as train_full.py's runs and shipped
-    checkpoints record it: ``models[cell]`` (default :data:`FULL_SIZE_MODELS`) called with the
-    vocabulary size and the configuration's values of its other arguments (``n_fac``,
-    ``n_hidden``, ``n_layers``, ``dropout``, ...)."""
-    import inspect
-    cls = (FULL_SIZE_MODELS if models is None else models)[cell]
-    names = list(inspect.signature(cls).parameters)[1:]
-    return cls(vocab_size, **{name: config[name] for name in names})
-
-
-# ============================================================================
-# Plumbing: what the lessons rely on but never read: the environment and device, checkpoints
-# on disk, and the corpus download with its checks, lock and offline fallback.
-# ============================================================================
-
-
-# ------------------------------------------------------ environment and device
-
-def _available_devices():
-    found = ['cpu'] + [f'cuda:{i}' for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
-        found.append('mps')
-    return found
-
-
-def _check_device_available(dev, what):
-    dev = torch.device(dev)
-    if dev.type == 'cpu':
-        return dev
-    ok = (dev.type == 'cuda' and torch.cuda.is_available()
-          and (dev.index is None or dev.index < torch.cuda.device_count())) or \
-         (dev.type == 'mps' and getattr(torch.backends, 'mps', None) is not None
-          and torch.backends.mps.is_available())
-    if not ok:
-        raise RuntimeError(f'{what}: the device {dev} is not available here; this machine has: '
-                           f'{", ".join(_available_devices())}.')
-    return dev
-
-
-def _pick_device():
-    wanted = os.environ.get('PRESIDENTIAL_DEVICE', '').strip().lower()
-    if wanted:
-        try:
-            dev = torch.device(wanted)
-        except RuntimeError as e:
-            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r} is not a device: use cpu, cuda or '
-                             f'cuda:N, or unset it') from e
-        if dev.type not in ('cpu', 'cuda', 'mps'):
-            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r}: the notebooks run on cpu, cuda or mps')
-        return _check_device_available(dev, f'PRESIDENTIAL_DEVICE={wanted}')
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-
-
-#: Where models and batches go: CUDA when available, else the CPU. ``PRESIDENTIAL_DEVICE=cpu``
-#: forces the CPU.
-device = _pick_device()
-
-
-#: In the 'tiny' configuration every text is cut to this many characters.
-TINY_CHARS = 60_000
-
-
-def configuration():
-    """Which configuration the notebooks run, from ``PRESIDENTIAL_FULL_CONFIG`` and the device.
-
-    * ``'full'``: the original's sizes, schedules and grids; the default on CUDA, and what
-      ``PRESIDENTIAL_FULL_CONFIG=1`` asks for on any device (hours on a laptop CPU).
-    * ``'cpu'``: reduced sizes that finish in minutes on a laptop CPU; the default elsewhere,
-      and what ``PRESIDENTIAL_FULL_CONFIG=0`` asks for on a GPU too.
-    * ``'tiny'`` (``PRESIDENTIAL_FULL_CONFIG=tiny``): the full configuration's code path, its
-      layers, grids and branches, with every text cut to :data:`TINY_CHARS` characters and
-      epochs and sample counts cut to a minimum, so that CI runs in minutes each line a reader
-      with a GPU meets. Its figures mean nothing: the notebooks check only that it runs.
-    """
-    value = os.environ.get('PRESIDENTIAL_FULL_CONFIG', '').strip().lower()
-    if value == 'tiny':
-        return 'tiny'
-    if value in ('1', 'true', 'yes', 'on', 'full'):
-        return 'full'
-    if value in ('0', 'false', 'no', 'off', 'cpu'):
-        return 'cpu'
-    if value:
-        raise ValueError(f'PRESIDENTIAL_FULL_CONFIG={value!r}: use 1 (the original\'s '
-                         f'configuration), 0 (the reduced CPU one) or tiny (the full one\'s code '
-                         f'at a tiny size), or unset it')
-    return 'full' if device.type == 'cuda' else 'cpu'
-
-
-def progress_enabled():
-    """Progress bars are on unless ``PRESIDENTIAL_PROGRESS`` is 0, false, no or off (any case,
-    spaces ignored). ``make`` and the test configuration set it, so that bars never reach
-    stored or compared outputs."""
-    value = os.environ.get('PRESIDENTIAL_PROGRESS', '1').strip().lower()
-    return value not in ('0', 'false', 'no', 'off', 'n', 'f')
-
-
-# ----------------------------------------------------------------- checkpoints
-
-def save_checkpoint(obj, path):
-    """``torch.save`` to ``path`` atomically: a temporary file beside it, then one rename, so a
-    kill during the save leaves the previous checkpoint intact. The file gets the mode a plain
-    ``torch.save`` would give it (0666 less the umask), not the temporary file's 0600."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, 'wb') as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        full = next((c for c in _causes(e) if isinstance(c, OSError) and c.errno == errno.ENOSPC), None)
-        if full is not None:        # torch reports it as "unexpected pos ..." with the cause inside
-            raise OSError(errno.ENOSPC, f'No space left in {path.parent} to save {path.name}: '
-                                        f'{path.name} is as it was before this save; free some '
-                                        f'space and save again') from e
-        raise
-    return path
-
-
-def _causes(e):
-    """``e`` and the exceptions it was raised from or while handling."""
-    seen = []
-    while e is not None and e not in seen:
-        seen.append(e)
-        e = e.__cause__ or e.__context__
-    return seen
-
-
-def load_checkpoint(path, map_location='cpu'):
-    """``torch.load(path, map_location=..., weights_only=True)``, with errors that say what is
-    wrong and lose nothing: a file of pickled objects (a whole module saved with
-    ``torch.save(model)``, numpy arrays) is "not a plain checkpoint"; a device this machine lacks
-    is named with the ones it has; only a file that cannot be read at all is "damaged", and then
-    the advice is to move it aside. A missing file raises ``FileNotFoundError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'No checkpoint at {path}' + (' (it is a folder)' if path.is_dir() else ''))
-    if isinstance(map_location, (str, torch.device)):
-        _check_device_available(map_location, f'load_checkpoint({path.name!r}, map_location={str(map_location)!r})')
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        message = str(e)
-        if 'Weights only load failed' in message:
-            raise RuntimeError(
-                f'{path} is not a plain checkpoint: it holds pickled Python objects (a module saved '
-                f'with torch.save(model), numpy arrays, ...), which weights_only=True refuses. If you '
-                f'trust where it came from, load it yourself with torch.load(path, '
-                f'weights_only=False); the series saves plain dicts of tensors, numbers and '
-                f'strings.') from e
-        if 'deserialize object on' in message or 'device' in message.lower():
-            raise RuntimeError(
-                f'{path} holds tensors saved on a device this machine lacks ({message.split(". ")[0]}). '
-                f'Pass map_location="cpu" (this machine has: {", ".join(_available_devices())}).') from e
-        raise RuntimeError(
-            f'Could not read the checkpoint {path} ({type(e).__name__}: {message.split(". ")[0][:200]}): it is '
-            f'damaged or incomplete (a save cut short?). Move it aside (e.g. mv "{path}" '
-            f'"{path}.damaged") and train again, or restore it from a copy.') from e
-
-
-#: The shipped full-size checkpoints, from the repository root (not the working directory).
-MODELS_DIR = Path(__file__).resolve().parent / 'models'
-
-
-def from_half(model, weights):
-    """``model`` with ``weights`` (a state dict whose floating-point tensors are fp16, as the
-    shipped and cycle-end checkpoints keep them) loaded and cast to fp32."""
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
-    return model
-
-
-def load_shipped(path, device='cpu', models=None):
-    """A checkpoint shipped by train_full.py (``models/<cell>_3x512.pt``), ready to evaluate:
-    returns ``(model, checkpoint)``, the model of the checkpoint's cell (``models``, default
-    :data:`FULL_SIZE_MODELS`) built from its configuration and vocabulary, its fp16 weights cast
-    to fp32, on ``device``. Everything is checked before the model is built (its cell,
-    configuration, vocabulary and weights: names, shapes and finiteness), so a damaged or
-    crafted file is refused by name, never half-loaded."""
-    device = _check_device_available(device, f'load_shipped({Path(path).name!r}, device={str(device)!r})')
-    models = FULL_SIZE_MODELS if models is None else models
-    checkpoint = load_checkpoint(path)
-    if not isinstance(checkpoint, dict) or 'valid_loss_shipped_weights' not in checkpoint:
-        raise ValueError(f'{path} is not a checkpoint shipped by train_full.py (models/<cell>_3x512.pt); '
-                         f'a state file of a run is resumed by train_full.py instead')
-    if checkpoint.get('cell') not in models:
-        raise ValueError(f'{path} holds a model of cell {checkpoint.get("cell")!r}, and load_shipped was '
-                         f'given the classes of {", ".join(map(repr, models))} only: pass its class, e.g. '
-                         f'load_shipped(path, models=train_full.CELLS)')
-    problem = _shipped_problem(checkpoint, models)
-    if problem:
-        raise ValueError(f'{path} is a damaged checkpoint: {problem}. Restore it from the repository '
-                         f'(git checkout -- {path}) or ship it again with train_full.py.')
-    model = from_half(full_size_model(checkpoint['cell'], len(checkpoint['vocab']), checkpoint['config'], models),
-                      checkpoint['model'])
-    return model.to(device).eval(), checkpoint
-
-
-def _non_finite(tensors):
-    """The names of the floating-point tensors among ``(name, tensor)`` pairs that hold NaN or inf."""
-    return [name for name, t in tensors if torch.is_tensor(t) and t.is_floating_point()
-            and not torch.isfinite(t).all()]
-
-
-def _shipped_problem(ck, models):
-    """What is wrong with a shipped checkpoint's contents, in words, or '' if nothing is."""
-    config, vocab, weights = ck.get('config'), ck.get('vocab'), ck.get('model')
-    if not isinstance(config, dict) or not isinstance(weights, dict) or not isinstance(vocab, list):
-        return 'its config, vocab or model is missing or of the wrong type'
-    sizes = {k: config.get(k) for k in ('n_fac', 'n_hidden', 'n_layers')}
-    limits = {'n_fac': 100_000, 'n_hidden': 100_000, 'n_layers': 64}
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= limits[k] for k, v in sizes.items()):
-        return f'its configuration has sizes out of range ({sizes})'
-    if not (isinstance(config.get('dropout'), (int, float)) and 0 <= config['dropout'] < 1):
-        return f'its dropout is {config.get("dropout")!r}, not a number from 0 to 1'
-    if not vocab or not all(isinstance(c, str) and len(c) == 1 for c in vocab) or len(set(vocab)) != len(vocab):
-        return 'its vocabulary is not a list of distinct single characters'
-    with torch.device('meta'):      # the shapes the configuration implies, without allocating them
-        try:
-            expected = {k: v.shape for k, v in full_size_model(ck['cell'], len(vocab), config, models).state_dict().items()}
-        except KeyError as e:
-            return f'its configuration lacks {e}'
-    if set(weights) != set(expected):
-        missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
-        return f'its weights do not match its configuration (missing {missing[:3]}, unexpected {extra[:3]})'
-    wrong = [f'{k} is {tuple(getattr(v, "shape", ()))}, not {tuple(expected[k])}' for k, v in weights.items()
-             if not torch.is_tensor(v) or v.shape != expected[k]]
-    if wrong:
-        return 'its weights do not match its configuration and vocabulary: ' + '; '.join(wrong[:3])
-    bad = _non_finite(weights.items())
-    if bad:
-        return f'its weights {", ".join(bad[:3])} are not finite (NaN or infinite)'
-    loss = ck['valid_loss_shipped_weights']
-    if not (isinstance(loss, (int, float)) and np.isfinite(loss) and loss >= 0):
-        return f'its recorded validation loss is {loss!r}'
-    return ''
-
-
 # ------------------------------------------------------------- corpus download
 
 #: The original's download address of Brown, D. W. (2016) "Corpus of Presidential Speeches",
 #: The Grammar Lab. ``PRESIDENTIAL_CORPUS_URL`` overrides it (CI points it at 127.0.0.1).
 DEFAULT_CORPUS_URL = 'http://www.thegrammarlab.com/?wpdmpro=corpus-of-presidential-speeches&wpdmdl=595'
+
 CORPUS_URL = os.environ.get('PRESIDENTIAL_CORPUS_URL', '').strip() or DEFAULT_CORPUS_URL
 
 #: The corpus's page, visited first for the cookie the site's download link may want (as a
@@ -1214,6 +1173,7 @@ CORPUS_URL = os.environ.get('PRESIDENTIAL_CORPUS_URL', '').strip() or DEFAULT_CO
 #: own and no page set, no page is visited.
 DEFAULT_CORPUS_PAGE = ('http://www.thegrammarlab.com/?nor-portfolio='
                        'corpus-of-presidential-speeches-cops-and-a-clintontrump-corpus')
+
 CORPUS_PAGE = os.environ.get('PRESIDENTIAL_CORPUS_PAGE', '').strip() or (
     DEFAULT_CORPUS_PAGE if CORPUS_URL == DEFAULT_CORPUS_URL else None)
 
@@ -1265,7 +1225,6 @@ _LOCK = '.corpus.lock'
 _MAX_UNZIPPED_BYTES = 2 * 1024**3  # refuse zip bombs; the real corpus unpacks to ~40 MB
 _MAX_DOWNLOAD_BYTES = 200 * 1024**2  # what a download may bring; the corpus zip is 9.3 MB
 
-
 class CorpusDownloadError(RuntimeError):
     """The corpus could not be downloaded or unpacked; the message names the cause and says
     what to do, and ``cause`` is that cause in a few words (what a fallback prints)."""
@@ -1281,10 +1240,8 @@ def _in_words(e):
     found = re.findall(r"\[Errno -?\d+\] [^'\")\]]+", str(e))
     return found[-1].strip() if found else type(e).__name__
 
-
 #: The errors of a disk or folder, not of the data: no space, no permission, read-only.
 _DISK_ERRNOS = (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS)
-
 
 def _disk_error(e, url, dest):
     """A ``CorpusDownloadError`` for an ``OSError`` met while writing into ``dest``."""

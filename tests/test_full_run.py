@@ -738,7 +738,7 @@ def test_a_snapshot_ensemble_averages_the_snapshots_probabilities(tmp_path):
     assert losses['last 2'] == pytest.approx(-np.log((probs[0] + probs[1]) / 2).mean(), abs=1e-6)
     assert losses['last 2'] != pytest.approx(np.mean([losses['epoch 2'], losses['epoch 6']]), abs=1e-6)
     with pytest.raises(ValueError, match='no models'):
-        utils.ensemble_loss([], valid_ids, 4, 10)
+        train_full.ensemble_loss([], valid_ids, 4, 10)
 
 
 def test_a_snapshot_of_another_vocabulary_or_a_state_is_refused_by_name(tmp_path):
