@@ -202,11 +202,11 @@ class CharAWDLSTM(nn.Module):
 
 #: The cells a run can train: notebook 03's full-size models (``utils.FULL_SIZE_MODELS``) and the
 #: regularised LSTM.
-CELLS = dict(FULL_SIZE_MODELS, awd=CharAWDLSTM)
+MODELS_BY_CELL = dict(FULL_SIZE_MODELS, awd=CharAWDLSTM)
 
 
 def build_model(cell, vocab_size, config):
-    return full_size_model(cell, vocab_size, config, CELLS)
+    return full_size_model(cell, vocab_size, config, MODELS_BY_CELL)
 
 
 def loss_function(model):
@@ -600,7 +600,7 @@ def load_cycle_end(path, vocab, device='cpu'):
     """A snapshot kept by :func:`save_cycle_end`, as a model ready to evaluate: returns
     ``(model, snapshot)``. Its vocabulary must be ``vocab`` (the text it is measured on)."""
     snapshot = load_checkpoint(path)
-    if (not isinstance(snapshot, dict) or 'format' in snapshot or snapshot.get('cell') not in CELLS
+    if (not isinstance(snapshot, dict) or 'format' in snapshot or snapshot.get('cell') not in MODELS_BY_CELL
             or not isinstance(snapshot.get('config'), dict) or not isinstance(snapshot.get('model'), dict)):
         raise ValueError(f'{path} is not a cycle-end snapshot written by train_full.py '
                          f'(<cell>_cycle_end_epochNN.pt, kept beside a run\'s state at the end of each cycle)')
@@ -700,7 +700,7 @@ def ship(cell, model, history, record, vocab, valid_ids, config, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('cell', choices=sorted(CELLS))
+    parser.add_argument('cell', choices=sorted(MODELS_BY_CELL))
     parser.add_argument('--tiny', action='store_true', help='the same code path at a tiny size')
     parser.add_argument('--state-dir', type=Path, default=None,
                         help='where the per-epoch state goes (default: data/full_run/<name>)')

@@ -28,6 +28,7 @@ Which notebooks use each public name (tests/test_lint.py keeps this table true):
     per_character_losses          03 07
     loss_by_position              03 07
     gradient_by_distance          03 07
+    reads_from_zero               03 07
     get_next                      01 03
     generate                      01 03 06
     beam_search                   03 07
@@ -71,8 +72,8 @@ import torch
 # ------------------------------------------------------------------ characters
 
 class CharVocab:
-    """The sorted set of characters of a text: ``itos``/``idx2char`` map an index to its
-    character, ``stoi``/``char2idx`` the reverse. ``encode`` names any character it lacks."""
+    """The sorted set of characters of a text: ``itos`` maps an index to its character, ``stoi``
+    a character to its index. ``encode`` names any character it lacks."""
 
     def __init__(self, text):
         if not text:
@@ -80,9 +81,6 @@ class CharVocab:
         self.itos = sorted(set(text))
         self.stoi = {c: i for i, c in enumerate(self.itos)}
         self._lut = None
-
-    idx2char = property(lambda self: self.itos)
-    char2idx = property(lambda self: self.stoi)
 
     def __len__(self):
         return len(self.itos)
@@ -434,6 +432,12 @@ def gradient_by_distance(embed, read, x, y):
     loss = torch.nn.functional.nll_loss(read(emb)[:, -1], y[:, -1])
     grad, = torch.autograd.grad(loss, emb)
     return grad.norm(dim=2).mean(0).flip(0).cpu().numpy()
+
+
+def reads_from_zero(model):
+    """``read`` of :func:`gradient_by_distance` for notebook 03's stateful models: their
+    log-probabilities from embeddings (batch, T, n_fac), from a zero state."""
+    return lambda emb: torch.log_softmax(model.l_out(model.rnn(emb)[0]), dim=-1)
 
 
 # ------------------------------------------------------------------ generation
@@ -975,7 +979,7 @@ def load_shipped(path, device='cpu', models=None):
     if checkpoint.get('cell') not in models:
         raise ValueError(f'{path} holds a model of cell {checkpoint.get("cell")!r}, and load_shipped was '
                          f'given the classes of {", ".join(map(repr, models))} only: pass its class, e.g. '
-                         f'load_shipped(path, models=train_full.CELLS)')
+                         f'load_shipped(path, models=train_full.MODELS_BY_CELL)')
     problem = _shipped_problem(checkpoint, models)
     if problem:
         raise ValueError(f'{path} is a damaged checkpoint: {problem}. Restore it from the repository '

@@ -60,8 +60,8 @@ def bare_loop(model, batches, opt):
         opt.step()
 
 
-def bench_fit(idxs, vocab_size, n_batches=600, rounds=3):
-    windows = np.lib.stride_tricks.sliding_window_view(idxs, 4)
+def bench_fit(ids, vocab_size, n_batches=600, rounds=3):
+    windows = np.lib.stride_tricks.sliding_window_view(ids, 4)
     md = utils.ArraysData.from_arrays(utils.last_rows(len(windows), 100_000),
                                       windows[:, :3], windows[:, 3], bs=512, seed=0)
     batches = [b for _, b in zip(range(n_batches), md.train)]
@@ -86,17 +86,17 @@ def bench_fit(idxs, vocab_size, n_batches=600, rounds=3):
     return ratio >= 0.95
 
 
-def original_windows(idxs, cs=8):
-    c_in = [[idxs[i + j] for i in range(cs)] for j in range(len(idxs) - cs - 1)]
-    c_out = [idxs[j + cs] for j in range(len(idxs) - cs - 1)]
+def original_windows(ids, cs=8):
+    c_in = [[ids[i + j] for i in range(cs)] for j in range(len(ids) - cs - 1)]
+    c_out = [ids[j + cs] for j in range(len(ids) - cs - 1)]
     return np.stack(c_in, axis=0), np.stack(c_out)
 
 
-def our_windows(idxs, cs=8):
+def our_windows(ids, cs=8):
     # a read-only view with a second stride: no copy at all. ArraysData.from_arrays later
     # makes one int64 tensor of it, as it does of the original's array, so that cost is shared.
-    xs = np.lib.stride_tricks.sliding_window_view(idxs[:-1], cs)[:-1]
-    return xs, idxs[cs:-1]
+    xs = np.lib.stride_tricks.sliding_window_view(ids[:-1], cs)[:-1]
+    return xs, ids[cs:-1]
 
 
 def measure(fn, *args):
@@ -109,10 +109,10 @@ def measure(fn, *args):
     return out, elapsed, peak
 
 
-def bench_windows(idxs):
-    idx_list = idxs.tolist()                      # the original indexed a Python list
+def bench_windows(ids):
+    idx_list = ids.tolist()                      # the original indexed a Python list
     (xs_a, y_a), t_orig, m_orig = measure(original_windows, idx_list)
-    (xs_b, y_b), t_ours, m_ours = measure(our_windows, idxs)
+    (xs_b, y_b), t_ours, m_ours = measure(our_windows, ids)
     assert np.array_equal(xs_a, xs_b) and np.array_equal(y_a, y_b), 'windows differ'
     speed, mem = t_orig / t_ours, m_ours / m_orig
     print(f'8-char windows, {xs_a.shape}: original {t_orig:.2f} s, peak {m_orig / 2**20:.0f} MiB; '
@@ -176,13 +176,13 @@ def _same_weights_gap(model, batches, amp, onednn=True):
     return max(gaps)
 
 
-def bench_full_lstm(idxs, vocab_size, n_batches=50):
+def bench_full_lstm(ids, vocab_size, n_batches=50):
     """The numeric paths of train_full.py on identical batches from identical weights:
     fp32 through oneDNN (PyTorch's default on a CPU), fp32 with oneDNN off (PyTorch's own
     kernels), and bf16 autocast where the CPU runs it."""
     import train_full
     c = train_full.ORIGINAL_CONFIG
-    loader = utils.LanguageModelLoader(idxs[:800_000], c['bs'], c['bptt'])
+    loader = utils.LanguageModelLoader(ids[:800_000], c['bs'], c['bptt'])
     batches = [b for _, b in zip(range(n_batches), loader)]
     paths = [('fp32, oneDNN (default)', None, True), ('fp32, oneDNN off', None, False)]
     if train_full.bf16_lstm_supported():
@@ -215,9 +215,9 @@ if __name__ == '__main__':
     torch.set_num_threads(torch.get_num_threads())
     text = utils.load_speeches('obama')
     vocab = utils.CharVocab(text)
-    idxs = vocab.encode(text)
-    ok = bench_windows(idxs)
-    ok = bench_fit(idxs, len(vocab)) and ok
+    ids = vocab.encode(text)
+    ok = bench_windows(ids)
+    ok = bench_fit(ids, len(vocab)) and ok
     ok = bench_beam_search(vocab) and ok
-    ok = bench_full_lstm(idxs, len(vocab)) and ok
+    ok = bench_full_lstm(ids, len(vocab)) and ok
     sys.exit(0 if ok else 1)

@@ -707,7 +707,7 @@ def test_the_regularised_lstm_has_the_shapes_ties_its_decoder_and_resumes_bit_fo
                                _ids(400, seed=1), AWD, path)
     with pytest.raises(ValueError, match=r"holds a model of cell 'awd'.*pass its class"):
         utils.load_shipped(path)                                # utils knows notebook 03's cells only
-    loaded, _ = utils.load_shipped(path, models=train_full.CELLS)
+    loaded, _ = utils.load_shipped(path, models=train_full.MODELS_BY_CELL)
     loss = utils.evaluate(loaded, utils.LanguageModelLoader(_ids(400, seed=1), AWD['bs'], AWD['bptt']), utils.seq_nll)
     assert loss == pytest.approx(recorded, abs=1e-6)
 

@@ -121,3 +121,42 @@ def test_utils_docstring_says_which_notebooks_use_each_public_name():
     assert set(listed) | unused == public and not set(listed) & unused
     for name in public:
         assert _notebooks_using(name) == listed.get(name, []), name
+
+
+#: The constants each page's header sets alike (its configuration and corpus). Any other
+#: upper-case name set in two notebooks or scripts would mean two things there, as ``CELLS``
+#: (notebook 05's layers, train_full.py's models) and ``LENGTHS`` (05's strings, 06's passages) did.
+HEADER_NAMES = {'CONFIGURATION', 'FULL_CONFIG', 'CHECK_RESULTS', 'CORPUS', 'FULL_CORPUS'}
+
+
+def _constants_set(code):
+    import ast
+    names = set()
+    for node in ast.parse(code).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name) and n.id.isupper() and len(n.id) > 1}
+    return names
+
+
+def test_no_constant_name_means_two_things():
+    files = {path.name: notebook_code(path) for path in NOTEBOOKS}
+    files |= {name: (ROOT / name).read_text() for name in ('utils.py', 'train_full.py')}
+    where = {}
+    for name, code in files.items():
+        for constant in _constants_set(code):
+            where.setdefault(constant, []).append(name)
+    shared = {constant: names for constant, names in where.items() if len(names) > 1}
+    assert set(shared) <= HEADER_NAMES, {c: n for c, n in shared.items() if c not in HEADER_NAMES}
+
+
+def test_the_constants_check_finds_a_name_set_twice():
+    assert _constants_set('CELLS = {}\nx = 1\nA, LENGTHS = 1, [2]\n') == {'CELLS', 'LENGTHS'}
+
+
+def test_one_spelling_for_the_character_indices():
+    # README (Layout): ids, itos and stoi; the original's part 1 said idx, idx2char and char2idx
+    other = re.compile(r'\b(idxs|idx2char|char2idx)\b')
+    for path in SOURCES + NOTEBOOKS:
+        if path.name != Path(__file__).name:
+            code = notebook_code(path) if path.suffix == '.ipynb' else path.read_text()
+            assert not other.search(code), (path.name, other.search(code).group())

@@ -82,14 +82,14 @@ def test_readme_gives_each_notebooks_time_as_its_stored_run_printed_it():
 
 #: Figures README quotes from notebook outputs: (README's words, notebook, what its outputs show).
 QUOTED = [
-    ('greedy search (-73.35)', '03', 'greedy (beam 1) -73.35 0.04'),
-    ('beam search with beam 5 (-58.46)', '03', 'beam 5 -58.46 0.04'),
-    ('(-58.71, -59.45), the latter in 11.86 s against 0.04 s', '03', 'beam 5, prune every 3 steps -59.45 11.86'),
+    ('greedy search (-73.35)', '03', 'greedy (beam 1) -73.35 0.09'),
+    ('beam search with beam 5 (-58.46)', '03', 'beam 5 -58.46 0.09'),
+    ('(-58.71, -59.45), the latter in 24.25 s against 0.09 s', '03', 'beam 5, prune every 3 steps -59.45 24.25'),
     ('every 2 or 3 steps', '03', 'beam 5, prune every 2 steps -58.71'),
     ('a log-probability of -89.25', '03', 'best of 1024 samples -89.25'),
     ('40 characters back, the gradient of the plain RNN is 6.9e-9', '03', '40 steps back 6.9e-09'),
-    ('within those 63.3 s the LSTM had already reached 1.427', '07',
-     "within the Transformer's 63.3 s of training the LSTM finished 3 epochs, valid 1.427"),
+    ('within those 126.4 s the LSTM had already reached 1.427', '07',
+     "within the Transformer's 126.4 s of training the LSTM finished 3 epochs, valid 1.427"),
     ('(338,240 and 324,096 multiply-adds, forward', '07', 'Transformer: 338,240 multiply-adds per character'),
     ('(338,240 and 324,096 multiply-adds, forward', '07', 'LSTM: 324,096 multiply-adds per character'),
     ("81% of the Transformer's excess loss", '07', 'the rest 147807 0.813'),
