@@ -1,11 +1,12 @@
 """What several notebooks of "Talk like the President" share.
 
-First the teaching code, in the order the series meets it: characters, batching, training (with
-the original's learning-rate schedule), what a model learned character by character, generation,
-search, speech text, and the models more than one page uses (notebook 02's calculator with a tanh,
-notebook 03's stateful RNN, LSTM and GRU; their pages print them with ``inspect.getsource``).
-Then, behind one banner, the plumbing no lesson reads: environment and device, checkpoints and
-the shipped models, the speeches of a president and the corpus download with its fallback.
+First the teaching code, by topic in about the order the series meets them: characters,
+batching, training (with the original's learning-rate schedule), generation, search, what a model
+learned character by character, speech text, and the models more than one page uses (notebook
+02's calculator with a tanh, notebook 03's stateful RNN, LSTM and GRU; their pages print them with
+``inspect.getsource``). Then, behind one banner, the plumbing no lesson reads: the checks of
+arguments, environment and device, plots, checkpoints and the shipped models, the speeches of a
+president, and the corpus download with its fallback.
 
 Which notebooks use each public name (tests/test_lint.py keeps this table true):
 
@@ -23,7 +24,6 @@ Which notebooks use each public name (tests/test_lint.py keeps this table true):
     seq_nll                       03 06 07
     evaluate                      02 03
     fit                           01 02 03 04 05 06 07
-    plot_losses                   01 03 04
     target_losses                 07
     per_character_losses          03 07
     loss_by_position              03 07
@@ -40,6 +40,7 @@ Which notebooks use each public name (tests/test_lint.py keeps this table true):
     device                        01 03 04 05 06 07
     TINY_CHARS                    04 06
     configuration                 03 04 05 06 07
+    plot_losses                   01 03 04
     save_checkpoint               03
     load_checkpoint               03
     MODELS_DIR                    03 07
@@ -384,62 +385,6 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
     return history
 
 
-# -------------------------------- what a model learned, character by character
-
-def target_losses(log_probs, targets):
-    """The loss of each predicted character, in nats and fp32: minus the log-probability that
-    ``log_probs`` (..., vocab) gives to each of ``targets`` (...). Its mean is :func:`seq_nll`."""
-    return -log_probs.gather(-1, targets[..., None])[..., 0].float()
-
-
-def per_character_losses(model, ids, bs, bptt):
-    """The loss of each character of ``ids`` a stateful model predicts when it reads them as
-    :func:`evaluate` does (``bs`` rows, state carried): ``(positions, losses)``, the position in
-    ``ids`` and the loss in nats of every character but the first of each row. Their mean is
-    ``evaluate``'s figure; split up, they show which characters (or speeches) are hard."""
-    loader = LanguageModelLoader(ids, bs, bptt)
-    model.eval()
-    _reset_state(model)
-    dev = next(model.parameters()).device
-    chunks = []
-    with torch.inference_mode():
-        for x, y in loader:
-            chunks.append(target_losses(model(x.to(dev)), y.to(dev)).cpu())
-    losses = torch.cat(chunks, dim=1)                                  # (bs, characters per row - 1)
-    n = loader.data.shape[1]
-    positions = np.arange(bs)[:, None] * n + np.arange(1, n)[None, :]  # row r holds ids[r * n:(r + 1) * n]
-    return positions.ravel(), losses.numpy().ravel()
-
-
-def loss_by_position(log_probs_of, batches):
-    """The mean loss at each position of windows of one length: ``batches`` yields ``(x, y)``
-    of shape (batch, T), ``log_probs_of(x)`` gives (batch, T, vocab), e.g. a model in eval mode.
-    Returns T means: at position t the model has read t characters of the window."""
-    total, count = 0, 0
-    with torch.inference_mode():
-        for x, y in batches:
-            total = total + target_losses(log_probs_of(x.to(device)), y.to(device)).sum(0).cpu()
-            count += len(x)
-    return (total / count).numpy()
-
-
-def gradient_by_distance(embed, read, x, y):
-    """How far back the loss reaches: the norm of the gradient of the loss at the last position
-    of ``x`` (batch, T) with respect to the embedding read k characters earlier, for k = 0 .. T - 1
-    (index k), averaged over the rows. ``embed`` maps ``x`` to embeddings (batch, T, C), ``read``
-    maps those to log-probabilities (batch, T, vocab) from a zero state."""
-    emb = embed(x).detach().requires_grad_()
-    loss = torch.nn.functional.nll_loss(read(emb)[:, -1], y[:, -1])
-    grad, = torch.autograd.grad(loss, emb)
-    return grad.norm(dim=2).mean(0).flip(0).cpu().numpy()
-
-
-def reads_from_zero(model):
-    """``read`` of :func:`gradient_by_distance` for notebook 03's stateful models: their
-    log-probabilities from embeddings (batch, T, n_fac), from a zero state."""
-    return lambda emb: torch.log_softmax(model.l_out(model.rnn(emb)[0]), dim=-1)
-
-
 # ------------------------------------------------------------------ generation
 
 def get_next(model, vocab, text, generator=None, temperature=1.0):
@@ -537,6 +482,62 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
                 logp, h = model.run(chars[:, None], _take(h, parents))
                 last = logp[:, -1].float()
     return list(zip(texts, scores.tolist()))
+
+
+# -------------------------------- what a model learned, character by character
+
+def target_losses(log_probs, targets):
+    """The loss of each predicted character, in nats and fp32: minus the log-probability that
+    ``log_probs`` (..., vocab) gives to each of ``targets`` (...). Its mean is :func:`seq_nll`."""
+    return -log_probs.gather(-1, targets[..., None])[..., 0].float()
+
+
+def per_character_losses(model, ids, bs, bptt):
+    """The loss of each character of ``ids`` a stateful model predicts when it reads them as
+    :func:`evaluate` does (``bs`` rows, state carried): ``(positions, losses)``, the position in
+    ``ids`` and the loss in nats of every character but the first of each row. Their mean is
+    ``evaluate``'s figure; split up, they show which characters (or speeches) are hard."""
+    loader = LanguageModelLoader(ids, bs, bptt)
+    model.eval()
+    _reset_state(model)
+    dev = next(model.parameters()).device
+    chunks = []
+    with torch.inference_mode():
+        for x, y in loader:
+            chunks.append(target_losses(model(x.to(dev)), y.to(dev)).cpu())
+    losses = torch.cat(chunks, dim=1)                                  # (bs, characters per row - 1)
+    n = loader.data.shape[1]
+    positions = np.arange(bs)[:, None] * n + np.arange(1, n)[None, :]  # row r holds ids[r * n:(r + 1) * n]
+    return positions.ravel(), losses.numpy().ravel()
+
+
+def loss_by_position(log_probs_of, batches):
+    """The mean loss at each position of windows of one length: ``batches`` yields ``(x, y)``
+    of shape (batch, T), ``log_probs_of(x)`` gives (batch, T, vocab), e.g. a model in eval mode.
+    Returns T means: at position t the model has read t characters of the window."""
+    total, count = 0, 0
+    with torch.inference_mode():
+        for x, y in batches:
+            total = total + target_losses(log_probs_of(x.to(device)), y.to(device)).sum(0).cpu()
+            count += len(x)
+    return (total / count).numpy()
+
+
+def gradient_by_distance(embed, read, x, y):
+    """How far back the loss reaches: the norm of the gradient of the loss at the last position
+    of ``x`` (batch, T) with respect to the embedding read k characters earlier, for k = 0 .. T - 1
+    (index k), averaged over the rows. ``embed`` maps ``x`` to embeddings (batch, T, C), ``read``
+    maps those to log-probabilities (batch, T, vocab) from a zero state."""
+    emb = embed(x).detach().requires_grad_()
+    loss = torch.nn.functional.nll_loss(read(emb)[:, -1], y[:, -1])
+    grad, = torch.autograd.grad(loss, emb)
+    return grad.norm(dim=2).mean(0).flip(0).cpu().numpy()
+
+
+def reads_from_zero(model):
+    """``read`` of :func:`gradient_by_distance` for notebook 03's stateful models: their
+    log-probabilities from embeddings (batch, T, n_fac), from a zero state."""
+    return lambda emb: torch.log_softmax(model.l_out(model.rnn(emb)[0]), dim=-1)
 
 
 # ----------------------------------------------------------------- speech text

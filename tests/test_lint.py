@@ -130,11 +130,17 @@ HEADER_NAMES = {'CONFIGURATION', 'FULL_CONFIG', 'CHECK_RESULTS', 'CORPUS', 'FULL
 
 
 def _constants_set(code):
+    """The upper-case names a module sets outside functions and classes (inside ``if``, ``for``,
+    ``with`` and ``try`` too)."""
     import ast
-    names = set()
-    for node in ast.parse(code).body:
+    names, todo = set(), list(ast.parse(code).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
         names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name) and n.id.isupper() and len(n.id) > 1}
+        todo += [child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt)]
     return names
 
 
@@ -150,11 +156,12 @@ def test_no_constant_name_means_two_things():
 
 
 def test_the_constants_check_finds_a_name_set_twice():
-    assert _constants_set('CELLS = {}\nx = 1\nA, LENGTHS = 1, [2]\n') == {'CELLS', 'LENGTHS'}
+    code = 'CELLS = {}\nx = 1\nA, LENGTHS = 1, [2]\nif x:\n    CONFIG = 1\nelse:\n    CONFIG = 2\ndef f():\n    LOCAL = 1\n'
+    assert _constants_set(code) == {'CELLS', 'LENGTHS', 'CONFIG'}
 
 
 def test_one_spelling_for_the_character_indices():
-    # README (Layout): ids, itos and stoi; the original's part 1 said idx, idx2char and char2idx
+    # README (Layout): ids, itos and stoi; the original's part 1 said idxs, idx2char and char2idx
     other = re.compile(r'\b(idxs|idx2char|char2idx)\b')
     for path in SOURCES + NOTEBOOKS:
         if path.name != Path(__file__).name:
