@@ -130,8 +130,9 @@ HEADER_NAMES = {'CONFIGURATION', 'FULL_CONFIG', 'CHECK_RESULTS', 'CORPUS', 'FULL
 
 
 def _constants_set(code):
-    """The upper-case names a module sets outside functions and classes (inside ``if``, ``for``,
-    ``with`` and ``try`` too)."""
+    """The upper-case names a module assigns (``=``, with or without an annotation) outside functions
+    and classes, inside the bodies of ``if``, ``for``, ``while``, ``with`` and ``try`` (its handlers
+    included) too; loop targets and ``+=`` are not counted."""
     import ast
     names, todo = set(), list(ast.parse(code).body)
     while todo:
@@ -140,7 +141,7 @@ def _constants_set(code):
             continue
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
         names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name) and n.id.isupper() and len(n.id) > 1}
-        todo += [child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt)]
+        todo += [child for child in ast.iter_child_nodes(node) if isinstance(child, (ast.stmt, ast.excepthandler))]
     return names
 
 
@@ -156,8 +157,9 @@ def test_no_constant_name_means_two_things():
 
 
 def test_the_constants_check_finds_a_name_set_twice():
-    code = 'CELLS = {}\nx = 1\nA, LENGTHS = 1, [2]\nif x:\n    CONFIG = 1\nelse:\n    CONFIG = 2\ndef f():\n    LOCAL = 1\n'
-    assert _constants_set(code) == {'CELLS', 'LENGTHS', 'CONFIG'}
+    code = ('CELLS = {}\nx = 1\nA, LENGTHS = 1, [2]\nif x:\n    CONFIG = 1\nelse:\n    CONFIG = 2\n'
+            'try:\n    pass\nexcept ValueError:\n    FALLBACK = 1\ndef f():\n    LOCAL = 1\n')
+    assert _constants_set(code) == {'CELLS', 'LENGTHS', 'CONFIG', 'FALLBACK'}
 
 
 def test_one_spelling_for_the_character_indices():
