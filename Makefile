@@ -42,10 +42,12 @@ CORPUS_NOTEBOOKS := $(shell grep -lE 'load_speeches|page_corpus' $(NOTEBOOKS))
 
 # Those notebooks on the offline fallback, as a reader without a network gets them: an empty
 # data folder and a corpus address where nothing answers (port 9 on this machine), into build/offline.
+OFFLINE_BUILD ?= build/offline
+OFFLINE_NOTEBOOKS ?= $(CORPUS_NOTEBOOKS)
 offline: $(STAMP)
 	data=$$(mktemp -d) && \
 	PRESIDENTIAL_CORPUS_URL=http://127.0.0.1:9/presidential_speeches.zip PRESIDENTIAL_DATA_DIR=$$data \
-	  $(MAKE) run BUILD=build/offline NOTEBOOKS="$(CORPUS_NOTEBOOKS)"; status=$$?; rm -rf $$data; exit $$status
+	  $(MAKE) run BUILD=$(OFFLINE_BUILD) NOTEBOOKS="$(OFFLINE_NOTEBOOKS)"; status=$$?; rm -rf $$data; exit $$status
 
 # The notebooks with a full (GPU) configuration, run as a GPU reader would run them but at a
 # tiny size (PRESIDENTIAL_FULL_CONFIG=tiny, see utils.configuration), into build/tiny, so that no
@@ -59,10 +61,8 @@ tiny: $(STAMP)
 # every line of the full configuration runs, into build/tiny-offline. It skips the checks that need
 # the reduced CPU size on the fallback (e.g. the LSTM below the stateful RNN): `make offline` runs those.
 tiny-offline: $(STAMP)
-	data=$$(mktemp -d) && \
-	PRESIDENTIAL_FULL_CONFIG=tiny PRESIDENTIAL_CORPUS_URL=http://127.0.0.1:9/presidential_speeches.zip \
-	PRESIDENTIAL_DATA_DIR=$$data $(MAKE) run BUILD=build/tiny-offline \
-	  NOTEBOOKS="$(sort $(CORPUS_NOTEBOOKS) $(FULL_CONFIG_NOTEBOOKS))"; status=$$?; rm -rf $$data; exit $$status
+	PRESIDENTIAL_FULL_CONFIG=tiny $(MAKE) offline OFFLINE_BUILD=build/tiny-offline \
+	  OFFLINE_NOTEBOOKS="$(sort $(CORPUS_NOTEBOOKS) $(FULL_CONFIG_NOTEBOOKS))"
 
 # The original's 3 x 512 LSTM (and the GRU) of notebook 03, 31 epochs, resumable: see README.
 full-lstm: $(STAMP)

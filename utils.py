@@ -392,7 +392,8 @@ def get_next(model, vocab, text, generator=None, temperature=1.0):
     reads ``text`` as one row and returns log-probabilities (1, vocab), or (1, len, vocab) of
     which the last position counts. ``temperature`` < 1 sharpens the distribution, > 1 flattens it.
     """
-    temperature = _check_temperature(temperature, text, 'text')
+    temperature = _check_temperature(temperature)
+    _check_not_empty(text, 'text', 'read')
     model.eval()
     _reset_state(model)                # a stateful model reads ``text`` from a zero state
     dev = next(model.parameters()).device
@@ -414,7 +415,8 @@ def generate(model, vocab, prompt, n_chars=200, context=8, generator=None, tempe
     ``context`` characters each time. Pass a seeded ``torch.Generator`` for a repeatable page."""
     _check_int('context', context)
     _check_int('n_chars', n_chars, low=0)
-    _check_temperature(temperature, prompt, 'prompt')
+    _check_temperature(temperature)
+    _check_not_empty(prompt, 'prompt', 'start from')
     text = prompt
     vocab.encode(prompt)  # fail early, naming any unknown character
     for _ in range(n_chars):
@@ -693,12 +695,14 @@ def _validation_mask(val_idxs, n):
     return is_val
 
 
-def _check_temperature(temperature, text=None, what='text'):
+def _check_not_empty(text, what, to):
+    if not text:
+        raise ValueError(f'{what} is empty: give the model at least one character to {to}')
+
+
+def _check_temperature(temperature):
     """``temperature`` as a float: any real number type (int, float, numpy, a one-element
-    tensor) that is finite and above 0; and ``text`` (the ``what`` to read) not empty."""
-    if text is not None and not text:
-        start = 'read' if what == 'text' else 'start from'
-        raise ValueError(f'{what} is empty: give the model at least one character to {start}')
+    tensor) that is finite and above 0."""
     value = None
     if torch.is_tensor(temperature) and temperature.numel() == 1 and temperature.dtype != torch.bool:
         value = float(temperature)
@@ -738,8 +742,7 @@ def _check_output_size(log_probs, vocab):
 
 
 def _check_search(prompt, vocab, steps, beam_size, n_candidates, prune_every):
-    if not prompt:
-        raise ValueError('prompt is empty: give the model at least one character to start from')
+    _check_not_empty(prompt, 'prompt', 'start from')
     _check_int('steps', steps, low=0)
     if beam_size is not None:
         _check_int('beam_size', beam_size)
