@@ -20,7 +20,7 @@ Which notebooks use each public name (tests/test_lint.py keeps this table true):
     seq_nll                       03 06 07
     evaluate                      02 03
     fit                           01 02 03 04 05 06 07
-    target_losses                 07
+    target_losses                 06 07
     per_character_losses          03 07
     loss_by_position              03 07
     gradient_by_distance          03 07
