@@ -1,5 +1,5 @@
 """The original's beam search, kept beside the tests: the reference that ``utils.beam_search``
-is checked against (tests/test_search.py) and timed against (tests/benchmarks.py)."""
+is checked against (tests/test_generation.py) and timed against (tests/benchmarks.py)."""
 import torch
 
 

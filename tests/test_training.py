@@ -1,16 +1,52 @@
-"""Vocabulary, batching, the training loop and generation (utils' other sections)."""
+"""Vocabulary, batching, the training loop and its schedule, the loss of each character, and the
+shared models: what they compute, the exact defaults the notebooks rely on, and the arguments and
+sizes they refuse by name."""
 import math
+import time
+
 import numpy as np
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 import utils
-from helpers import Tiny, rows, tiny_data
+from helpers import rows, Tiny, tiny_data
 
 
-# --- CharVocab -------------------------------------------------------------------------
+# --- characters: the vocabulary and the frequency baseline ------------------------------------
+
+def test_an_empty_vocabulary_and_bad_ids_are_refused():
+    with pytest.raises(ValueError, match='CharVocab needs a text with at least one character'):
+        utils.CharVocab('')
+    vocab = utils.CharVocab('abc')
+    for bad in ([-1], [3], [1.5], np.array([0, 7])):
+        with pytest.raises(ValueError, match='decode: .* is not an index of this vocabulary'):
+            vocab.decode(bad)
+    assert vocab.decode([0, 2.0, np.int64(1)]) == 'acb' and vocab.decode(torch.tensor([2, 0])) == 'ca'
+
+
+def test_a_vocabulary_shows_its_characters():
+    assert repr(utils.CharVocab('banana')) == "CharVocab(3 chars: 'abn')"
+
+
+def test_decode_refuses_booleans_and_names_the_range():
+    vocab = utils.CharVocab('abc')
+    for bad in ([True], [False]):                       # bools are ints to Python, not indices here
+        with pytest.raises(ValueError, match=r'^decode: (True|False) is not an index of this vocabulary '
+                                             r'\(whole numbers from 0 to 2\)$'):
+            vocab.decode(bad)
+
+
+def test_the_frequency_baseline_counts_characters_seen_once():
+    # counts 3, 1: p = 3/4, 1/4
+    assert utils.unigram_loss(np.array([0, 0, 0, 1])) == pytest.approx(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
+
+
+def test_an_empty_text_has_no_vocabulary():
+    with pytest.raises(ValueError, match='^CharVocab needs a text with at least one character, got an empty one$'):
+        utils.CharVocab('')
+
 
 def test_vocab_round_trip():
     v = utils.CharVocab('hello, world')
@@ -29,7 +65,100 @@ def test_vocab_unknown_character_is_named():
         v.encode('é')
 
 
-# --- batching --------------------------------------------------------------------------
+def test_unigram_loss_is_the_entropy_of_character_frequencies():
+    assert utils.unigram_loss(np.array([0, 1, 0, 1])) == pytest.approx(np.log(2))
+    assert utils.unigram_loss(np.array([3, 3, 3])) == pytest.approx(0.0)
+    # unused indices (a larger vocabulary) change nothing; a skewed text costs less than uniform
+    skewed = np.array([0] * 90 + [5] * 10)
+    expected = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))
+    assert utils.unigram_loss(skewed) == pytest.approx(expected)
+    # the loss of the best constant predictor: a model outputting the frequencies scores it
+    ids = torch.tensor(np.random.default_rng(0).integers(0, 6, 500))
+    freqs = torch.bincount(ids, minlength=6).double() / len(ids)
+    nll = F.nll_loss(freqs.log().expand(len(ids), 6), ids).item()
+    assert utils.unigram_loss(ids.numpy()) == pytest.approx(nll)
+
+
+# --- batching: ArraysData and the language-model loader ---------------------------------------
+
+@pytest.mark.parametrize('kwargs, match', [(dict(bs=4, bptt=0), 'bptt'), (dict(bs=4, bptt=-3), 'bptt'),
+                                           (dict(bs=0, bptt=4), 'bs'), (dict(bs=-1, bptt=4), 'bs'),
+                                           (dict(bs=4, bptt=2.5), 'bptt')])
+def test_lm_loader_arguments_are_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        utils.LanguageModelLoader(np.arange(100), **kwargs)
+
+
+def test_from_arrays_takes_boolean_masks_and_refuses_float_indices():
+    xs, y = np.arange(40).reshape(20, 2), np.arange(20)
+    mask = np.zeros(20, dtype=bool)
+    mask[[3, 7]] = True
+    md = utils.ArraysData.from_arrays(mask, xs, y, bs=4, seed=0)
+    assert md.valid.y.tolist() == [3, 7] and len(md.train.x) == 18
+    with pytest.raises(ValueError, match='one entry per row'):
+        utils.ArraysData.from_arrays(mask[:5], xs, y)
+    with pytest.raises(TypeError, match='integers'):
+        utils.ArraysData.from_arrays([2.7], xs, y)
+
+
+def test_from_arrays_batches_by_64_unless_told():
+    xs, y = rows(200)
+    data = utils.ArraysData.from_arrays([-1], xs, y, seed=0)
+    assert [len(x) for x, _ in data.train] == [64, 64, 64, 7]
+
+
+def test_from_arrays_accepts_the_first_row_by_its_negative_index_and_any_shape_of_indices():
+    xs, y = rows()
+    data = utils.ArraysData.from_arrays([-20], xs, y, bs=4, seed=0)          # -20 is row 0
+    assert next(iter(data.valid))[0].tolist() == [xs[0].tolist()]
+    column = utils.ArraysData.from_arrays(np.array([[18], [19]]), xs, y, bs=4, seed=0)
+    assert torch.cat([x for x, _ in column.valid]).tolist() == xs[18:].tolist()
+
+
+def test_from_arrays_shuffles_by_its_seed():
+    xs, y = rows(100)
+
+    def order(seed):
+        return torch.cat([x[:, 0] for x, _ in utils.ArraysData.from_arrays([-1], xs, y, bs=8, seed=seed).train]).tolist()
+    assert order(1) == order(1) and order(1) != order(2)
+    torch.manual_seed(0)
+    first = order(None)                                 # no seed: drawn from torch's random state
+    torch.manual_seed(0)
+    assert order(None) == first
+    torch.manual_seed(1)
+    assert order(None) != first
+
+
+def test_language_model_data_passes_its_seed_and_varied_lengths_to_the_training_loader():
+    ids = np.arange(20_000)
+
+    def lengths(**kwargs):
+        return [x.shape[1] for x, _ in utils.LanguageModelData.from_ids(ids, ids[:1000], 4, 20, **kwargs).train]
+    assert set(lengths(seed=3)[:-1]) == {20}                          # not varied unless asked, whatever the seed
+    varied = lengths(vary_bptt=True, seed=3)
+    assert len(set(varied)) > 3 and varied == lengths(vary_bptt=True, seed=3) != lengths(vary_bptt=True, seed=4)
+    assert varied == [x.shape[1] for x, _ in utils.LanguageModelLoader(ids, 4, 20, True, seed=3)]
+
+
+def test_varied_lengths_are_drawn_as_the_original_drew_them():
+    # bptt with probability 0.95, else bptt / 2; then normal with a standard deviation of 5, floored at 5
+    lens = np.array([x.shape[1] for x, _ in utils.LanguageModelLoader(np.arange(1_000_000), 1, 40, True, seed=0)])[:-1]
+    short, usual = lens[lens < 27], lens[lens >= 27]
+    assert 0.04 < len(short) / len(lens) < 0.06          # this seed: 0.049 (the half branch, 0.05)
+    assert 17 <= np.median(short) <= 20                   # this seed: 19 (drawn around 20)
+    assert 4.6 < usual.std() < 5.3 and 39 < usual.mean() < 40.2   # this seed: 4.95 and 39.56
+
+
+def test_the_language_model_loader_takes_any_integer_ids_and_the_shortest_text():
+    batches = list(utils.LanguageModelLoader(np.arange(8, dtype=np.int32), bs=4, bptt=8))
+    assert len(batches) == 1 and batches[0][0].shape == (4, 1) and batches[0][0].dtype == torch.int64
+    loader = utils.LanguageModelLoader(np.arange(40), bs=4, bptt=8)    # 10 per row: 9 targets, 8 + 1
+    assert len(loader) == len(list(loader)) == 2
+    for kwargs, message in [(dict(bs=0, bptt=8), 'bs must be an integer of at least 1, got 0'),
+                            (dict(bs=4, bptt=0), 'bptt must be an integer of at least 1, got 0')]:
+        with pytest.raises(ValueError, match=f'^{message}$'):
+            utils.LanguageModelLoader(np.arange(40), **kwargs)
+
 
 def test_last_rows():
     assert utils.last_rows(10, 3).tolist() == [7, 8, 9]
@@ -97,7 +226,178 @@ def test_from_arrays_rejects_mismatched_lengths():
         utils.ArraysData.from_arrays([-1], xs, y[:-1], bs=4)
 
 
-# --- training --------------------------------------------------------------------------
+def test_lm_loader_columns_continue_across_batches():
+    ids = np.arange(103)
+    loader = utils.LanguageModelLoader(ids, bs=4, bptt=8)
+    assert loader.data.shape == (4, 25)                        # 103 // 4 = 25, 3 ids dropped
+    assert loader.data[1, 0] == 25 and loader.data[3, -1] == 99
+    batches = list(loader)
+    assert len(batches) == len(loader) == 3                    # 24 targets: 8 + 8 + 8
+    for x, y in batches:
+        assert x.shape == y.shape and torch.equal(y[:, :-1], x[:, 1:])
+        assert torch.equal(y, x + 1)                           # y is x shifted by one
+    for (x0, y0), (x1, _) in zip(batches, batches[1:]):
+        assert torch.equal(x1[:, 0], y0[:, -1])                # each column goes on
+    assert [x.shape[1] for x, _ in batches] == [8, 8, 8]
+
+
+def test_lm_loader_last_partial_batch():
+    batches = list(utils.LanguageModelLoader(np.arange(40), bs=2, bptt=8))
+    assert [x.shape for x, _ in batches] == [(2, 8), (2, 8), (2, 3)]   # 19 targets per column
+    assert batches[-1][1][0].tolist() == [17, 18, 19]
+
+
+def test_lm_loader_varied_bptt_is_seeded_and_reads_the_original_count_of_batches():
+    ids = np.arange(4000)
+    loaders = [utils.LanguageModelLoader(ids, 4, 20, True, seed=1) for _ in range(2)]
+    lens = [[x.shape[1] for x, _ in loader] for loader in loaders]
+    assert lens[0] == lens[1] and len(set(lens[0])) > 3 and min(lens[0]) >= 1
+    assert len(loaders[0]) == len(lens[0]) == 1000 // 20 - 1          # the original library's count
+    xs = torch.cat([x for x, _ in utils.LanguageModelLoader(ids, 4, 20, True, seed=1)], dim=1)
+    assert torch.equal(xs[0], torch.arange(sum(lens[0])))              # contiguous from the start
+    assert 900 < sum(lens[0]) < 999                                    # so the end of a column goes unread
+    two = utils.LanguageModelLoader(np.arange(4 * 21), 4, 20, True, seed=1)  # 21 per column: 1 batch
+    assert len(two) == 1 and [x.shape[1] for x, _ in two][0] <= 20    # and never past the text
+
+
+def test_lm_loader_varied_bptt_takes_half_now_and_then_and_never_below_5():
+    loader = utils.LanguageModelLoader(np.arange(400_000), 4, 40, True, seed=3)
+    lens = np.array([x.shape[1] for x, _ in loader])[:-1]    # the last batch takes what is left
+    assert lens.min() >= 5                                   # the floor
+    short = (lens < 30).mean()                               # drawn around 20: the 5% branch
+    assert 0.02 < short < 0.09 and abs(np.median(lens) - 40) <= 1
+    tiny = utils.LanguageModelLoader(np.arange(40_000), 4, 6, True, seed=0)
+    assert min(x.shape[1] for x, _ in list(tiny)[:-1]) == 5  # 3 and N(6, 5) draws are raised to 5
+    with pytest.raises(ValueError, match='5 ids are too few for 4 columns'):
+        utils.LanguageModelLoader(np.arange(5), bs=4, bptt=8)
+
+
+def test_reseed_gives_the_same_batches_again():
+    data = utils.ArraysData.from_arrays(utils.last_rows(40, 8), np.arange(40).reshape(40, 1),
+                                        np.arange(40), bs=4, seed=0)
+    order = lambda: torch.cat([x[:, 0] for x, _ in data.train]).tolist()
+    first = order()
+    assert order() != first                              # a second pass continues the sequence
+    assert data.reseed(0) is data and order() == first   # reseeded: the first pass again
+    assert data.reseed(1) and order() != first
+    assert sorted(order()) == sorted(first)              # every train row, once per epoch
+
+
+# --- training: fit, evaluate, the schedule and autocast ---------------------------------------
+
+def test_evaluate_on_nothing_and_fit_backwards_are_refused():
+    model = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match='evaluate: the loader gave no targets'):
+        utils.evaluate(model, [], F.mse_loss)
+    data = utils.ArraysData.from_arrays([3], np.zeros((4, 2), np.float32), np.zeros((4, 2), np.float32), bs=2)
+    with pytest.raises(ValueError, match='epochs must be an integer of at least 0, got -1'):
+        utils.fit(model, data, -1, torch.optim.SGD(model.parameters(), 0.1), F.mse_loss, verbose=False)
+
+
+def test_fit_stops_at_a_non_finite_loss():
+    model = Tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=1e30)          # diverges at once
+    with pytest.raises(FloatingPointError, match=r'epoch 0, batch \d+.*lower learning rate'):
+        utils.fit(model, tiny_data(), 3, opt, F.nll_loss, verbose=False)
+
+
+def test_interrupted_fit_keeps_only_completed_epochs():
+    data = tiny_data()
+    model = Tiny()
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    history = utils.fit(model, data, 1, opt, F.nll_loss, verbose=False)
+    calls = []
+
+    def interrupted(out, y):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return F.nll_loss(out, y)
+
+    with pytest.raises(KeyboardInterrupt):
+        utils.fit(model, data, 2, opt, interrupted, history=history, verbose=False)
+    assert history.epoch == [0] and len(history.batch_loss) == len(data.train)
+    utils.plot_losses(history)                                  # still plottable
+    utils.plot_losses(utils.History())                          # and an empty one too
+
+
+def test_evaluate_is_the_mean_over_every_predicted_character():
+    torch.manual_seed(0)
+    model, vocab = utils.CharLSTM(4, 3, 8, 1, 0.0), utils.CharVocab('abcd')
+    ids = np.random.default_rng(0).integers(0, len(vocab), 203)
+    loader = utils.LanguageModelLoader(ids, bs=4, bptt=8)        # 50 steps: the last batch holds 2
+    assert [x.shape[1] for x, _ in loader][-1] == 1
+    model.eval()
+    nll = []
+    h = None
+    with torch.inference_mode():
+        for x, y in loader:
+            logp, h = model.run(x, h)
+            nll.append(-logp.gather(-1, y[..., None]).flatten())
+    expected = torch.cat(nll).mean().item()
+    assert utils.evaluate(model, loader, utils.seq_nll) == pytest.approx(expected, abs=1e-6)
+
+
+def test_quiet_fit_opens_no_progress_bar(monkeypatch, capsys):
+    monkeypatch.setenv('PRESIDENTIAL_PROGRESS', '1')
+    model = Tiny()
+    utils.fit(model, tiny_data(), 1, torch.optim.Adam(model.parameters()), F.nll_loss, verbose=False)
+    captured = capsys.readouterr()
+    assert captured.err == '' and captured.out == ''
+
+
+def test_the_schedule_follows_the_original_factor_with_its_arguments():
+    assert utils.original_sgdr_factor(0, 20) == 0.01          # warm-up: step < 20 / 20
+    assert utils.original_sgdr_factor(1, 20) == pytest.approx((np.cos(np.pi / 20) + 1) / 2)
+    for kwargs in (dict(), dict(cycle_mult=1, warmup=0.2)):         # the defaults: the original's 2 and 1/20
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = utils.original_sgdr_schedule(opt, 10, **kwargs)
+        lrs = []
+        for _ in range(60):
+            lrs.append(opt.param_groups[0]['lr'])
+            opt.step()
+            sched.step()
+        assert lrs == pytest.approx([utils.original_sgdr_factor(s, 10, **kwargs) for s in range(60)])
+
+
+def test_fit_restarts_the_moving_average_unless_told_to_continue():
+    xs = np.random.default_rng(0).integers(0, 5, size=(40, 2))
+    data = utils.ArraysData.from_arrays([-1], xs, xs[:, 0], bs=64, seed=0)      # one batch per epoch
+    model = nn.Sequential(nn.Embedding(5, 3), nn.Flatten(), nn.Linear(6, 5), nn.LogSoftmax(-1))
+    opt = torch.optim.SGD(model.parameters(), 0.5)
+    history = utils.fit(model, data, 1, opt, F.nll_loss, verbose=False)
+    history = utils.fit(model, data, 1, opt, F.nll_loss, history=history, verbose=False)
+    assert history.train_loss[1] == pytest.approx(history.batch_loss[1])     # a new average: its one batch
+    history = utils.fit(model, data, 1, opt, F.nll_loss, history=history, verbose=False, continue_average=True)
+    assert history.train_loss[2] != pytest.approx(history.batch_loss[2])     # the old one, going on
+
+
+def test_autocast_runs_in_the_dtype_asked_for():
+    layer, x = nn.Linear(4, 4), torch.randn(2, 4)
+    for dtype in (torch.float16, torch.bfloat16):
+        with utils._autocast(torch.device('cpu'), dtype):
+            assert layer(x).dtype == dtype
+
+
+def test_fit_and_evaluate_measure_under_the_autocast_they_are_given():
+    utils.seed_everything(0)
+    xs = np.random.default_rng(0).integers(0, 5, size=(200, 2))
+    data = utils.ArraysData.from_arrays(utils.last_rows(200, 50), xs, xs[:, 0], bs=32, seed=0)
+    model = nn.Sequential(nn.Embedding(5, 8), nn.Flatten(), nn.Linear(16, 5), nn.LogSoftmax(-1))
+    start = time.perf_counter()
+    history = utils.fit(model, data, 1, torch.optim.SGD(model.parameters(), 0.1), F.nll_loss, verbose=False,
+                        amp_dtype=torch.bfloat16)
+    assert 0 < history.time[0] <= time.perf_counter() - start            # the epoch's own duration
+    in_bf16 = utils.evaluate(model, data.valid, F.nll_loss, torch.bfloat16)
+    in_fp32 = utils.evaluate(model, data.valid, F.nll_loss)
+    assert history.valid_loss[0] == in_bf16 != in_fp32 and abs(in_bf16 - in_fp32) < 0.05
+
+
+def test_evaluate_on_nothing_says_what_to_check():
+    with pytest.raises(ValueError, match=r'^evaluate: the loader gave no targets, so there is no loss to '
+                                         r'average \(is the validation set empty\?\)$'):
+        utils.evaluate(nn.Linear(2, 2), [], F.mse_loss)
+
 
 def test_fit_lowers_loss_and_reports(capsys):
     utils.seed_everything(0)
@@ -171,16 +471,6 @@ def test_progress_bar_goes_to_stderr_and_is_cleared(capsys, monkeypatch):
     assert capsys.readouterr().err == ''
 
 
-def test_device_env(monkeypatch):
-    monkeypatch.setenv('PRESIDENTIAL_DEVICE', 'cpu')
-    assert utils._pick_device() == torch.device('cpu')
-    if not torch.cuda.is_available():
-        monkeypatch.setenv('PRESIDENTIAL_DEVICE', 'cuda')
-        with pytest.raises(RuntimeError, match='PRESIDENTIAL_DEVICE=cuda: the device cuda is not '
-                                               'available here; this machine has: cpu'):
-            utils._pick_device()
-
-
 def test_plot_losses_draws_each_history():
     import matplotlib
     matplotlib.use('Agg')
@@ -220,53 +510,6 @@ def test_smooth_matches_fit_train_loss():
     assert h.train_loss == pytest.approx([smoothed[per_epoch - 1], smoothed[-1]])
 
 
-# --- generation ------------------------------------------------------------------------
-
-class Fixed(nn.Module):
-    """Always predicts 'b' with probability 0.9, 'a' with 0.1 (vocab 'ab')."""
-    def __init__(self, seq_out=False):
-        super().__init__()
-        self.p, self.seq_out = nn.Parameter(torch.zeros(())), seq_out
-
-    def forward(self, x):
-        logp = torch.log(torch.tensor([0.1, 0.9])).expand(len(x), 2)
-        return logp.unsqueeze(1).expand(len(x), x.shape[1], 2) if self.seq_out else logp
-
-
-@pytest.mark.parametrize('seq_out', [False, True])
-def test_get_next_and_generate(seq_out):
-    v, m = utils.CharVocab('ab'), Fixed(seq_out)
-    char, p = utils.get_next(m, v, 'ab', torch.Generator().manual_seed(0), temperature=1e-3)
-    assert (char, round(p, 3)) == ('b', 1.0)
-    a = utils.generate(m, v, 'a', 50, 3, torch.Generator().manual_seed(0))
-    b = utils.generate(m, v, 'a', 50, 3, torch.Generator().manual_seed(0))
-    assert a == b and len(a) == 51 and a.startswith('a')
-    assert 38 <= a[1:].count('b') <= 49                     # 50 draws at 0.9: mean 45, sd 2.1
-
-
-class FirstOfWindow(nn.Module):
-    """Predicts, with probability 0.999, the first character of the window it is shown."""
-    def __init__(self):
-        super().__init__()
-        self.p = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x):
-        return torch.log(F.one_hot(x[:, 0], 2).float() * 0.998 + 0.001)
-
-
-@pytest.mark.parametrize('context', [1, 2, 3, 5])
-def test_generate_shows_the_model_the_last_context_characters(context):
-    # each new character repeats the one `context` places back: the text has period `context`
-    text = utils.generate(FirstOfWindow(), utils.CharVocab('ab'), 'abbab', 30, context,
-                          torch.Generator().manual_seed(0))
-    assert len(text) == 35 and all(text[i] == text[i - context] for i in range(5, 35))
-
-
-def test_generate_unknown_prompt_character():
-    with pytest.raises(KeyError, match="'z'"):
-        utils.generate(Fixed(), utils.CharVocab('ab'), 'az', 5)
-
-
 def test_fit_steps_scheduler_per_batch_and_can_be_quiet(capsys):
     model = Tiny()
     md = tiny_data()
@@ -276,54 +519,6 @@ def test_fit_steps_scheduler_per_batch_and_can_be_quiet(capsys):
     assert sched.last_epoch == 2 * len(md.train)
     assert opt.param_groups[0]['lr'] == pytest.approx(1 / (1 + 2 * len(md.train)))
     assert capsys.readouterr().out == ''
-
-
-# --- language-model loader --------------------------------------------------------------
-
-def test_lm_loader_columns_continue_across_batches():
-    ids = np.arange(103)
-    loader = utils.LanguageModelLoader(ids, bs=4, bptt=8)
-    assert loader.data.shape == (4, 25)                        # 103 // 4 = 25, 3 ids dropped
-    assert loader.data[1, 0] == 25 and loader.data[3, -1] == 99
-    batches = list(loader)
-    assert len(batches) == len(loader) == 3                    # 24 targets: 8 + 8 + 8
-    for x, y in batches:
-        assert x.shape == y.shape and torch.equal(y[:, :-1], x[:, 1:])
-        assert torch.equal(y, x + 1)                           # y is x shifted by one
-    for (x0, y0), (x1, _) in zip(batches, batches[1:]):
-        assert torch.equal(x1[:, 0], y0[:, -1])                # each column goes on
-    assert [x.shape[1] for x, _ in batches] == [8, 8, 8]
-
-
-def test_lm_loader_last_partial_batch():
-    batches = list(utils.LanguageModelLoader(np.arange(40), bs=2, bptt=8))
-    assert [x.shape for x, _ in batches] == [(2, 8), (2, 8), (2, 3)]   # 19 targets per column
-    assert batches[-1][1][0].tolist() == [17, 18, 19]
-
-
-def test_lm_loader_varied_bptt_is_seeded_and_reads_the_original_count_of_batches():
-    ids = np.arange(4000)
-    loaders = [utils.LanguageModelLoader(ids, 4, 20, True, seed=1) for _ in range(2)]
-    lens = [[x.shape[1] for x, _ in loader] for loader in loaders]
-    assert lens[0] == lens[1] and len(set(lens[0])) > 3 and min(lens[0]) >= 1
-    assert len(loaders[0]) == len(lens[0]) == 1000 // 20 - 1          # the original library's count
-    xs = torch.cat([x for x, _ in utils.LanguageModelLoader(ids, 4, 20, True, seed=1)], dim=1)
-    assert torch.equal(xs[0], torch.arange(sum(lens[0])))              # contiguous from the start
-    assert 900 < sum(lens[0]) < 999                                    # so the end of a column goes unread
-    two = utils.LanguageModelLoader(np.arange(4 * 21), 4, 20, True, seed=1)  # 21 per column: 1 batch
-    assert len(two) == 1 and [x.shape[1] for x, _ in two][0] <= 20    # and never past the text
-
-
-def test_lm_loader_varied_bptt_takes_half_now_and_then_and_never_below_5():
-    loader = utils.LanguageModelLoader(np.arange(400_000), 4, 40, True, seed=3)
-    lens = np.array([x.shape[1] for x, _ in loader])[:-1]    # the last batch takes what is left
-    assert lens.min() >= 5                                   # the floor
-    short = (lens < 30).mean()                               # drawn around 20: the 5% branch
-    assert 0.02 < short < 0.09 and abs(np.median(lens) - 40) <= 1
-    tiny = utils.LanguageModelLoader(np.arange(40_000), 4, 6, True, seed=0)
-    assert min(x.shape[1] for x, _ in list(tiny)[:-1]) == 5  # 3 and N(6, 5) draws are raised to 5
-    with pytest.raises(ValueError, match='5 ids are too few for 4 columns'):
-        utils.LanguageModelLoader(np.arange(5), bs=4, bptt=8)
 
 
 def test_fit_resets_stateful_models_and_clips():
@@ -342,20 +537,6 @@ def test_fit_resets_stateful_models_and_clips():
     assert norm <= 1e-6 * 1.01
 
 
-def test_unigram_loss_is_the_entropy_of_character_frequencies():
-    assert utils.unigram_loss(np.array([0, 1, 0, 1])) == pytest.approx(np.log(2))
-    assert utils.unigram_loss(np.array([3, 3, 3])) == pytest.approx(0.0)
-    # unused indices (a larger vocabulary) change nothing; a skewed text costs less than uniform
-    skewed = np.array([0] * 90 + [5] * 10)
-    expected = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))
-    assert utils.unigram_loss(skewed) == pytest.approx(expected)
-    # the loss of the best constant predictor: a model outputting the frequencies scores it
-    ids = torch.tensor(np.random.default_rng(0).integers(0, 6, 500))
-    freqs = torch.bincount(ids, minlength=6).double() / len(ids)
-    nll = F.nll_loss(freqs.log().expand(len(ids), 6), ids).item()
-    assert utils.unigram_loss(ids.numpy()) == pytest.approx(nll)
-
-
 def test_seq_nll_averages_every_position():
     torch.manual_seed(0)
     log_probs = torch.randn(3, 5, 7).log_softmax(-1)
@@ -365,6 +546,18 @@ def test_seq_nll_averages_every_position():
     with pytest.raises(RuntimeError, match=r'Expected target size \[3, 5\], got \[3, 4\]'):
         utils.seq_nll(log_probs, targets[:, :4])           # a shape mismatch is an error
 
+
+def test_target_losses_are_the_per_character_terms_of_seq_nll():
+    torch.manual_seed(0)
+    log_probs, targets = F.log_softmax(torch.randn(3, 5, 7), -1), torch.randint(0, 7, (3, 5))
+    losses = utils.target_losses(log_probs, targets)
+    assert losses.shape == (3, 5) and losses.dtype == torch.float32
+    assert losses[1, 2].item() == -log_probs[1, 2, targets[1, 2]].item()
+    assert torch.isclose(losses.mean(), utils.seq_nll(log_probs, targets))
+    assert utils.target_losses(log_probs.bfloat16(), targets).dtype == torch.float32
+
+
+# --- what a model learned, and the shared models ----------------------------------------------
 
 def test_calculator_with_nonlinearities_reads_left_to_right():
     torch.manual_seed(0)
@@ -385,27 +578,6 @@ def test_calculator_with_nonlinearities_reads_left_to_right():
         assert not torch.allclose(out, model.l_out(h), atol=1e-3)
     out.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
-
-
-def test_reseed_gives_the_same_batches_again():
-    data = utils.ArraysData.from_arrays(utils.last_rows(40, 8), np.arange(40).reshape(40, 1),
-                                        np.arange(40), bs=4, seed=0)
-    order = lambda: torch.cat([x[:, 0] for x, _ in data.train]).tolist()
-    first = order()
-    assert order() != first                              # a second pass continues the sequence
-    assert data.reseed(0) is data and order() == first   # reseeded: the first pass again
-    assert data.reseed(1) and order() != first
-    assert sorted(order()) == sorted(first)              # every train row, once per epoch
-
-
-def test_target_losses_are_the_per_character_terms_of_seq_nll():
-    torch.manual_seed(0)
-    log_probs, targets = F.log_softmax(torch.randn(3, 5, 7), -1), torch.randint(0, 7, (3, 5))
-    losses = utils.target_losses(log_probs, targets)
-    assert losses.shape == (3, 5) and losses.dtype == torch.float32
-    assert losses[1, 2].item() == -log_probs[1, 2, targets[1, 2]].item()
-    assert torch.isclose(losses.mean(), utils.seq_nll(log_probs, targets))
-    assert utils.target_losses(log_probs.bfloat16(), targets).dtype == torch.float32
 
 
 def test_loss_by_position_averages_each_position_over_every_window():
@@ -433,11 +605,6 @@ def test_gradient_by_distance_reaches_only_as_far_back_as_the_model_reads():
     x, y = torch.randint(0, 5, (4, 6)), torch.randint(0, 5, (4, 6))
     g = utils.gradient_by_distance(embed, reads_two, x, y)
     assert g.shape == (6,) and g[0] > 0 and g[1] > 0 and np.all(g[2:] == 0)   # index k: k characters back
-
-
-def test_models_dir_is_the_repositorys_whatever_the_working_directory(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert utils.MODELS_DIR.is_absolute() and (utils.MODELS_DIR / 'lstm_3x512.pt').is_file()
 
 
 def test_the_stateful_model_carries_its_state_and_starts_afresh_on_another_batch_size():
