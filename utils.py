@@ -1,8 +1,8 @@
 """What several notebooks of "Talk like the President" share: first the teaching code, in the
 order the series meets it (characters, batching, training, generation, search, what a model
-learned, speech text, the models several pages use), then, behind one banner, the plumbing no
-lesson reads (checks of arguments, device, plots, checkpoints, the page's corpus). The speeches
-of a president, their download and the offline fallback are ``corpus.py``.
+learned, speech text, shared models), then, behind one banner, the plumbing no lesson reads
+(checks, device, plots, checkpoints, the page's corpus). The speeches of a president, their
+download and fallback are ``corpus.py``: ``load_speeches``, ``DATA_DIR``, ``CORPUS_FOLDER`` come from it.
 
 Which notebooks use each public name (tests/test_lint.py keeps this table true):
 
