@@ -15,7 +15,7 @@ from search_reference import beam_search_by_rereading
 
 # --- get_next and generate --------------------------------------------------------------------
 
-class _Fixed(nn.Module):
+class PrefersTheLast(nn.Module):
     """A stateless model of ``n_out`` outputs that prefers the last one."""
     def __init__(self, n_out):
         super().__init__()
@@ -37,13 +37,13 @@ def test_a_model_of_another_vocabulary_size_is_refused_by_name():
         for n_out in (2, 5):
             with pytest.raises(ValueError, match=f'The model predicts {n_out} characters but the '
                                                  f'vocabulary has 3'):
-                call(_Fixed(n_out))
-    assert utils.beam_search(_Fixed(3), vocab, 'ab', 2, beam_size=1)[0][0] == 'abcc'
+                call(PrefersTheLast(n_out))
+    assert utils.beam_search(PrefersTheLast(3), vocab, 'ab', 2, beam_size=1)[0][0] == 'abcc'
 
 
 @pytest.mark.parametrize('temperature', [np.float32(0.5), np.float64(2.0), torch.tensor(0.5), 1, 0.7])
 def test_a_temperature_is_judged_by_value(temperature):
-    char, p = utils.get_next(_Fixed(3), utils.CharVocab('abc'), 'ab', torch.Generator().manual_seed(0),
+    char, p = utils.get_next(PrefersTheLast(3), utils.CharVocab('abc'), 'ab', torch.Generator().manual_seed(0),
                              temperature=temperature)
     assert char in 'abc' and 0 < p <= 1
 
@@ -51,12 +51,12 @@ def test_a_temperature_is_judged_by_value(temperature):
 @pytest.mark.parametrize('temperature', [0, -1, float('nan'), float('inf'), True, '0.5', torch.ones(2)])
 def test_a_bad_temperature_is_refused(temperature):
     with pytest.raises(ValueError, match='temperature must be a finite number above 0'):
-        utils.get_next(_Fixed(3), utils.CharVocab('abc'), 'ab', temperature=temperature)
+        utils.get_next(PrefersTheLast(3), utils.CharVocab('abc'), 'ab', temperature=temperature)
 
 
 def test_a_tiny_temperature_picks_the_likeliest_without_overflow():
     for temperature in (1e-45, 1e-300):
-        assert utils.get_next(_Fixed(3), utils.CharVocab('abc'), 'ab', temperature=temperature) == ('c', 1.0)
+        assert utils.get_next(PrefersTheLast(3), utils.CharVocab('abc'), 'ab', temperature=temperature) == ('c', 1.0)
 
 
 def test_generation_arguments_are_checked():
