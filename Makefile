@@ -110,7 +110,7 @@ MUTANTS ?= 'utils.xǁCharVocabǁ*' 'utils.xǁBatchLoaderǁ*' 'utils.xǁArraysDat
   'utils.x_save_checkpoint__*' 'utils.x_load_checkpoint__*' 'utils.x_get_next__*' 'utils.x_generate__*' \
   'utils.x_beam_search__*' 'utils.x__check_temperature__*' 'utils.x__check_output_size__*' \
   'utils.x__check_index__*' 'utils.x__validation_mask__*' 'utils.x__check_search__*' 'utils.x__without_overflow__*' \
-  'train_full.x_train__*' 'train_full.x_ship__*'
+  'train_full.x_train__*' 'train_full.x__train__*' 'train_full.x_ship__*'
 mutate: $(STAMP)
 	$(PY) -m pip install -q "$(MUTMUT)"
 	rm -rf mutants

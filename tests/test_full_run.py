@@ -160,6 +160,21 @@ def test_a_rerun_of_a_finished_run_keeps_where_it_was_trained(tmp_path, monkeypa
     assert all(e['hardware'] == trained_on for e in ck['epochs'])
 
 
+def test_each_epoch_trains_under_the_autocast_and_clip_it_was_given(tmp_path, monkeypatch, capsys):
+    # on any CPU: fit is watched for what it is asked for, then run in fp32 (an AVX2-only CPU
+    # cannot run the LSTM in bf16; test_bf16_autocast_trains_close_to_fp32 runs it where it can)
+    asked, real_fit = [], train_full.fit
+    monkeypatch.setattr(train_full, 'fit', lambda *a, **k: (asked.append((k['amp_dtype'], k['clip'])),
+                                                            real_fit(*a, **dict(k, amp_dtype=None)))[1])
+    _train(tmp_path / 's.pt', stop_after=1, amp='bfloat16', clip=0.5, verbose=True)
+    assert 'in bfloat16 autocast' in capsys.readouterr().out.split('\n')[0]
+    _train(tmp_path / 's.pt', stop_after=2, amp=None)
+    _, _, record = _train(tmp_path / 's.pt', amp='bfloat16', verbose=True)     # back where it began
+    assert 'it continues in bfloat16 autocast on' in capsys.readouterr().out
+    assert asked == [(torch.bfloat16, 0.5), (None, None), (torch.bfloat16, None)]
+    assert [(e['amp'], e['clip']) for e in record['epochs']] == [('bfloat16', 0.5), (None, None), ('bfloat16', None)]
+
+
 @pytest.mark.skipif(not BF16, reason='this CPU cannot run an LSTM in bf16 (no avx512_bf16 or AMX)')
 def test_bf16_autocast_trains_close_to_fp32(tmp_path):
     _, fp32, _ = _train(tmp_path / 'a.pt')
@@ -462,17 +477,20 @@ def _poison_last_batch(monkeypatch, value=float('nan')):
 
 
 def test_a_diverged_epoch_never_replaces_the_last_good_state(tmp_path, monkeypatch):
-    _train(tmp_path / 's.pt', stop_after=1)
+    _train(tmp_path / 's.pt', stop_after=2)
     good = (tmp_path / 's.pt').read_bytes()
     _poison_last_batch(monkeypatch)
-    with pytest.raises(train_full.RunDiverged, match=r'Epoch 1 diverged \(the validation loss is nan; the weights '
-                       r'of l_out.bias are not finite\), so it was not saved; .*s.pt still holds epoch 0\. '
+    with pytest.raises(train_full.RunDiverged, match=r'Epoch 2 diverged \(the validation loss is nan; the weights '
+                       r'of l_out.bias are not finite\), so it was not saved; .*s.pt still holds epoch 1\. '
                        r'Run the same command with --clip'):
-        _train(tmp_path / 's.pt', stop_after=2)
+        _train(tmp_path / 's.pt')
     assert (tmp_path / 's.pt').read_bytes() == good
+    with pytest.raises(train_full.RunDiverged, match=r'^Epoch 0 diverged .*, so it was not saved; no state was saved\. Run'):
+        _train(tmp_path / 'fresh.pt')                           # the first epoch: nothing to keep
+    assert not (tmp_path / 'fresh.pt').exists()
     monkeypatch.undo()
-    _, history, record = _train(tmp_path / 's.pt', stop_after=2, clip=1.0)   # the way on it names
-    assert history.epoch == [0, 1] and [e['clip'] for e in record['epochs']] == [None, 1.0]
+    _, history, record = _train(tmp_path / 's.pt', clip=1.0)   # the way on it names
+    assert history.epoch == [0, 1, 2] and [e['clip'] for e in record['epochs']] == [None, None, 1.0]
 
 
 def test_a_loss_that_stops_being_finite_mid_epoch_keeps_the_state_and_says_how_to_go_on(tmp_path, monkeypatch):
@@ -564,8 +582,9 @@ def test_a_full_disk_during_a_save_names_the_cause_and_keeps_the_last_epoch(tmp_
     monkeypatch.setattr(utils.os, 'fdopen', lambda fd, mode: Full(real_fdopen(fd, mode)))
     with pytest.raises(OSError, match=r'Could not save epoch 1 \(No space left in .* to save s\.pt: s\.pt is as it '
                        r'was before this save; free some space and save again\); the last completed epoch '
-                       r'before it, 0, is kept in .*s\.pt'):
+                       r'before it, 0, is kept in .*s\.pt') as e:
         _train(tmp_path / 's.pt', stop_after=2)
+    assert e.value.errno == errno.ENOSPC                     # a caller can still tell a full disk by its code
     assert (tmp_path / 's.pt').read_bytes() == good and not list(tmp_path.glob('*.tmp'))
 
 
@@ -691,6 +710,13 @@ def test_ar_and_tar_are_what_they_say_on_a_known_output_and_zero_in_eval():
     tar = ((3 - 1) ** 2 + (6 - 2) ** 2) / 2
     assert model.regularisation().item() == pytest.approx(2.0 * ar + 3.0 * tar)
     assert model.eval().regularisation() == 0.0
+
+
+def test_ar_and_tar_reach_the_loss_the_run_trains_on(tmp_path):
+    _, plain, _ = _train(tmp_path / 'a.pt', stop_after=1, cell='awd', config=AWD)
+    _, regularised, _ = _train(tmp_path / 'b.pt', stop_after=1, cell='awd', config=dict(AWD, alpha=2.0, beta=1.0))
+    assert regularised.batch_loss[0] > plain.batch_loss[0]      # the same first batch, plus AR and TAR
+    assert regularised.valid_loss != plain.valid_loss
 
 
 def test_the_regularised_lstm_has_the_shapes_ties_its_decoder_and_resumes_bit_for_bit(tmp_path):
