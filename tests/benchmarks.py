@@ -15,6 +15,9 @@
    within 0.02). The largest difference of the paths' training batch losses is printed too: 50
    updates at 1e-2 seem to amplify any rounding, so it depends on the CPU (0.012 on an EPYC with
    avx512_bf16, 0.29 on an AMX Xeon, 0.065 for fp32 with oneDNN off) and is no goal.
+5. The weight-dropped LSTM of the "past 1.101" issue (train_full.py's ``awd`` cell) against
+   the plain one, both 3 x 512 on the numeric path train_full.py takes on this machine,
+   timed in turns: seconds per training batch, goal <= 1.5x.
 
 Each figure is printed; the process exits non-zero when a goal is missed.
 """
@@ -211,6 +214,30 @@ def bench_full_lstm(ids, vocab_size, n_batches=50):
     return ok
 
 
+def bench_weight_drop(ids, vocab_size, n_batches=20, rounds=3):
+    """A training batch of the weight-dropped LSTM (train_full's 'awd' cell: DropConnect on each
+    hidden-to-hidden matrix, locked dropout) against the plain LSTM, both at the original's size
+    on the numeric path train_full.py takes here (bf16 autocast where the CPU runs it, else
+    fp32), timed in turns so that both see the same machine. Goal (issue #29): within 1.5x."""
+    import train_full
+    amp = train_full.preferred_amp()
+    loader = utils.LanguageModelLoader(ids[:800_000], train_full.ORIGINAL_CONFIG['bs'],
+                                       train_full.ORIGINAL_CONFIG['bptt'])
+    batches = [b for _, b in zip(range(n_batches), loader)]
+    models = {cell: train_full.build_model(cell, vocab_size, train_full.CELL_CONFIGS[cell])
+              for cell in ('lstm', 'awd')}
+    times = {cell: [] for cell in models}
+    for _ in range(rounds):
+        for cell, model in models.items():
+            times[cell].append(_lstm_batches(model, batches, getattr(torch, amp) if amp else None)[1])
+    plain, dropped = statistics.median(times['lstm']), statistics.median(times['awd'])
+    ratio = dropped / plain
+    print(f'weight-dropped LSTM 3x512 (awd) vs plain, batch 64x72, {train_full.numeric_path(amp)}, '
+          f'{torch.get_num_threads()} threads, median of {rounds} rounds of {n_batches} batches: '
+          f'plain {plain:.3f} s, weight-dropped {dropped:.3f} s per batch, {ratio:.2f}x (goal <= 1.5)')
+    return ratio <= 1.5
+
+
 if __name__ == '__main__':
     torch.set_num_threads(torch.get_num_threads())
     text = utils.load_speeches('obama')
@@ -220,4 +247,5 @@ if __name__ == '__main__':
     ok = bench_fit(ids, len(vocab)) and ok
     ok = bench_beam_search(vocab) and ok
     ok = bench_full_lstm(ids, len(vocab)) and ok
+    ok = bench_weight_drop(ids, len(vocab)) and ok
     sys.exit(0 if ok else 1)
