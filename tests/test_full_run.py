@@ -788,3 +788,24 @@ def test_the_command_line_measures_a_runs_snapshots(tmp_path, monkeypatch, capsy
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == 'lstm_sorted_seed42_fp32: validation loss of its cycle-end snapshots, alone and averaged'
     assert [line.split()[:2] for line in lines[1:]] == [['epoch', '0'], ['epoch', '2'], ['last', '2']]
+
+
+@pytest.mark.parametrize('path', sorted((train_full.ROOT / 'models' / 'runs').glob('*.json')),
+                         ids=lambda p: p.name)
+def test_each_shipped_run_history_is_whole_and_named_by_what_it_records(path):
+    # notebook 03 section 7 reads these files; each must be a finished 31-epoch run of the
+    # original's configuration, its name built from its own cell, order, seed and arithmetic
+    doc = json.loads(path.read_text())
+    config = doc['config']
+    assert path.stem == doc['name'] == train_full.run_name(doc['cell'], config, doc['fp32_forced'])
+    assert (doc['order_seed'], doc['seed']) == (config['order_seed'], config['seed'])
+    expected = dict(train_full.CELL_CONFIGS[doc['cell']], order_seed=config['order_seed'],
+                    seed=config['seed'], vary_bptt=config['vary_bptt'])
+    assert config == expected
+    n = sum(config['cycle_mult'] ** i for i in range(config['cycles']))
+    assert doc['epoch'] == list(range(n)) and len(doc['train_loss']) == len(doc['valid_loss']) == n
+    assert len(doc['epochs']) == n and all(math.isfinite(v) for v in doc['train_loss'] + doc['valid_loss'])
+    assert abs(doc['valid_loss_final_fp16_weights'] - doc['valid_loss'][-1]) < 1e-3
+    assert doc['valid_files'] and all(re.fullmatch(r'obama_speeches_\d{3}\.txt', f) for f in doc['valid_files'])
+    if doc['fp32_forced']:
+        assert all(e['amp'] is None for e in doc['epochs'])
