@@ -802,7 +802,7 @@ def test_each_shipped_run_history_is_whole_and_named_by_what_it_records(path):
     expected = dict(train_full.CELL_CONFIGS[doc['cell']], order_seed=config['order_seed'],
                     seed=config['seed'], vary_bptt=config['vary_bptt'])
     assert config == expected
-    n = sum(config['cycle_mult'] ** i for i in range(config['cycles']))
+    n = train_full.cycle_ends(config)[-1] + 1                     # 31 for the original's cycles
     assert doc['epoch'] == list(range(n)) and len(doc['train_loss']) == len(doc['valid_loss']) == n
     assert len(doc['epochs']) == n and all(math.isfinite(v) for v in doc['train_loss'] + doc['valid_loss'])
     assert abs(doc['valid_loss_final_fp16_weights'] - doc['valid_loss'][-1]) < 1e-3
