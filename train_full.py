@@ -618,23 +618,32 @@ def ensemble_loss(models, ids, bs, bptt):
     of the models' probabilities for it. One model gives ``evaluate``'s figure."""
     if not models:
         raise ValueError('ensemble_loss: no models to average')
-    losses = torch.stack([torch.from_numpy(per_character_losses(model, ids, bs, bptt)[1]).double()
-                          for model in models])                         # (models, characters)
-    return -(torch.logsumexp(-losses, dim=0) - math.log(len(models))).mean().item()
+    return _averaged([_character_losses(model, ids, bs, bptt) for model in models])
+
+
+def _character_losses(model, ids, bs, bptt):
+    return torch.from_numpy(per_character_losses(model, ids, bs, bptt)[1]).double()
+
+
+def _averaged(losses):
+    # minus the log of the mean probability, character by character, then the mean over characters
+    losses = torch.stack(losses)                                        # (models, characters)
+    return -(torch.logsumexp(-losses, dim=0) - math.log(len(losses))).mean().item()
 
 
 def snapshot_ensemble(paths, vocab, valid_ids, device='cpu'):
     """The original's idea of ensembling its cycle-end models, measured: the validation loss of
     each snapshot alone (by epoch), then of the last 2, 3, ... and all of them together, their
-    probabilities averaged (:func:`ensemble_loss`). Returns ``{label: loss}``."""
+    probabilities averaged (:func:`ensemble_loss`; each snapshot reads the text once).
+    Returns ``{label: loss}``."""
     loaded = sorted((load_cycle_end(p, vocab, device) for p in paths), key=lambda m: m[1]['epoch'])
     if not loaded:
         raise ValueError('snapshot_ensemble: no cycle-end snapshots given')
     c = loaded[0][1]['config']
-    losses = {f"epoch {snapshot['epoch']}": ensemble_loss([model], valid_ids, c['bs'], c['bptt'])
-              for model, snapshot in loaded}
+    each = [_character_losses(model, valid_ids, c['bs'], c['bptt']) for model, _ in loaded]
+    losses = {f"epoch {snapshot['epoch']}": _averaged([one]) for one, (_, snapshot) in zip(each, loaded)}
     for k in range(2, len(loaded) + 1):
-        losses[f'last {k}'] = ensemble_loss([model for model, _ in loaded[-k:]], valid_ids, c['bs'], c['bptt'])
+        losses[f'last {k}'] = _averaged(each[-k:])
     return losses
 
 
