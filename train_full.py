@@ -665,6 +665,17 @@ def write_run_history(path, name, cell, config, history, record, valid_files, fi
     return doc
 
 
+def record_ensemble(path, losses):
+    """Add a snapshot ensemble's figures (:func:`snapshot_ensemble`) to a finished run's history
+    file, with where they were measured: ``snapshot_ensemble`` in ``models/runs/<name>.json``."""
+    path = Path(path)
+    doc = json.loads(path.read_text())
+    doc['snapshot_ensemble'] = {'valid_loss': losses, 'measured': where_this_runs(None)}
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(json.dumps(doc, indent=1) + '\n')
+    tmp.replace(path)
+
+
 def _commit():
     try:
         out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True,
@@ -781,6 +792,9 @@ def main(argv=None):
         print(f'{name}: validation loss of its cycle-end snapshots, alone and averaged')
         for label, loss in losses.items():
             print(f'{label:>10}  {loss:.4f}')
+        if history_path.exists():
+            record_ensemble(history_path, losses)
+            print(f'recorded in {history_path}')
         return
     try:
         model, history, record = train(args.cell, train_ids, valid_ids, len(vocab), config,

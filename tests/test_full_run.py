@@ -787,7 +787,11 @@ def test_the_command_line_measures_a_runs_snapshots(tmp_path, monkeypatch, capsy
     train_full.main(['lstm', '--tiny', '--fp32', '--ensemble', '--state-dir', str(tmp_path)])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == 'lstm_sorted_seed42_fp32: validation loss of its cycle-end snapshots, alone and averaged'
-    assert [line.split()[:2] for line in lines[1:]] == [['epoch', '0'], ['epoch', '2'], ['last', '2']]
+    assert [line.split()[:2] for line in lines[1:-1]] == [['epoch', '0'], ['epoch', '2'], ['last', '2']]
+    history = json.loads((tmp_path / 'lstm_sorted_seed42_fp32.json').read_text())   # the figures join the run's history
+    assert list(history['snapshot_ensemble']['valid_loss']) == ['epoch 0', 'epoch 2', 'last 2']
+    assert history['snapshot_ensemble']['valid_loss']['epoch 2'] == pytest.approx(float(lines[2].split()[-1]), abs=1e-4)
+    assert history['snapshot_ensemble']['measured']['device'] == 'cpu' and len(history['valid_loss']) == 3
 
 
 @pytest.mark.parametrize('path', sorted((train_full.ROOT / 'models' / 'runs').glob('*.json')),
