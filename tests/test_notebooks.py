@@ -316,9 +316,9 @@ def test_readme_gives_each_notebooks_time_as_its_stored_run_printed_it():
 
 #: Figures README quotes from notebook outputs: (README's words, notebook, what its outputs show).
 QUOTED = [
-    ('greedy search (-73.35)', '03', 'greedy (beam 1) -73.35 0.03'),
-    ('beam search with beam 5 (-58.46)', '03', 'beam 5 -58.46 0.03'),
-    ('(-58.71, -59.45), the latter in 9.88 s against 0.03 s', '03', 'beam 5, prune every 3 steps -59.45 9.88'),
+    ('greedy search (-73.35)', '03', 'greedy (beam 1) -73.35 0.02'),
+    ('beam search with beam 5 (-58.46)', '03', 'beam 5 -58.46 0.02'),
+    ('(-58.71, -59.45), the latter in 7.02 s against 0.02 s', '03', 'beam 5, prune every 3 steps -59.45 7.02'),
     ('every 2 or 3 steps', '03', 'beam 5, prune every 2 steps -58.71'),
     ('a log-probability of -89.25', '03', 'best of 1024 samples -89.25'),
     ('40 characters back, the gradient of the plain RNN is 8.8e-9', '03', '40 steps back 8.8e-09'),
