@@ -659,10 +659,15 @@ def write_run_history(path, name, cell, config, history, record, valid_files, fi
            'valid_loss_final_fp16_weights': final_valid, 'valid_files': list(valid_files),
            'where': _epoch_ranges(record['epochs']), 'wall_seconds': record['wall_seconds'],
            'epochs': record['epochs']}
+    _write_json(path, doc)
+    return doc
+
+
+def _write_json(path, doc):
+    # atomically: a killed write leaves the old file whole
     tmp = path.with_name(path.name + '.tmp')
     tmp.write_text(json.dumps(doc, indent=1) + '\n')
     tmp.replace(path)
-    return doc
 
 
 def record_ensemble(path, losses):
@@ -671,9 +676,7 @@ def record_ensemble(path, losses):
     path = Path(path)
     doc = json.loads(path.read_text())
     doc['snapshot_ensemble'] = {'valid_loss': losses, 'measured': where_this_runs(None)}
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(doc, indent=1) + '\n')
-    tmp.replace(path)
+    _write_json(path, doc)
 
 
 def _commit():
