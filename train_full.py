@@ -232,11 +232,42 @@ def cycle_ends(config):
 
 def run_name(cell, config, fp32=False):
     """A run's name: cell, speech order, model seed, and ``_fp32`` for a run forced to fp32
-    (the twin of a bf16 run), ``_varybptt`` for the original library's varied sequence lengths;
-    e.g. ``lstm_sorted_seed42`` or ``lstm_order3_seed42``."""
+    (the twin of a bf16 run), ``_varybptt`` for the original library's varied sequence lengths,
+    and each regularisation setting that differs from ``AWD_CONFIG`` (``--awd``); e.g.
+    ``lstm_sorted_seed42``, ``lstm_order3_seed42`` or ``awd_sorted_seed42_wdrop0``."""
     order = 'sorted' if config['order_seed'] is None else f'order{config["order_seed"]}'
-    return (f'{cell}_{order}_seed{config["seed"]}' + ('_varybptt' if config['vary_bptt'] else '')
+    variant = ''.join(f'_{key}{_setting(config[key])}' for key in AWD_CONFIG
+                      if cell == 'awd' and config[key] != AWD_CONFIG[key])
+    return (f'{cell}_{order}_seed{config["seed"]}' + variant + ('_varybptt' if config['vary_bptt'] else '')
             + ('_fp32' if fp32 else ''))
+
+
+def _setting(value):
+    return ('' if value else 'off') if isinstance(value, bool) else f'{value:g}'
+
+
+def awd_variant(settings):
+    """The regularised LSTM's configuration with ``KEY=VALUE`` settings (``--awd``) in place of
+    ``AWD_CONFIG``'s: rates as numbers, ``tie`` as true or false."""
+    variant = {}
+    for setting in settings:
+        key, _, value = setting.partition('=')
+        if key not in AWD_CONFIG or not value:
+            raise ValueError(f'--awd {setting!r}: expected KEY=VALUE with KEY one of '
+                             f'{", ".join(AWD_CONFIG)} (the regularised LSTM\'s settings)')
+        if isinstance(AWD_CONFIG[key], bool):
+            if value.lower() not in ('true', 'false'):
+                raise ValueError(f'--awd {setting!r}: {key} is true or false')
+            variant[key] = value.lower() == 'true'
+        else:
+            try:
+                variant[key] = float(value)
+            except ValueError:
+                raise ValueError(f'--awd {setting!r}: {key} is a number, not {value!r}') from None
+            if not variant[key] >= 0 or (key != 'alpha' and key != 'beta' and variant[key] >= 1):
+                raise ValueError(f'--awd {setting!r}: {key} is a rate in [0, 1)' if key not in ('alpha', 'beta')
+                                 else f'--awd {setting!r}: {key} is a weight, at least 0')
+    return variant
 
 
 def bf16_lstm_supported():
@@ -741,13 +772,22 @@ def main(argv=None):
     parser.add_argument('--clip', type=float, default=None,
                         help="clip the gradients' norm (recorded per epoch, not part of the run: "
                              "a way on after an epoch diverged)")
+    parser.add_argument('--awd', action='append', default=[], metavar='KEY=VALUE',
+                        help='the regularised LSTM (cell awd) with this setting in place of '
+                             f'its default, e.g. --awd wdrop=0 (a run of its own; keys: {", ".join(AWD_CONFIG)})')
     parser.add_argument('--ensemble', action='store_true',
                         help="train nothing: measure the run's cycle-end snapshots on its validation "
                              'text, alone and averaged (the last 2, 3, ... and all)')
     args = parser.parse_args(argv)
+    if args.awd and args.cell != 'awd':
+        parser.error(f'--awd sets the regularised LSTM\'s settings: it needs the cell awd, not {args.cell}')
+    try:
+        variant = awd_variant(args.awd)
+    except ValueError as e:
+        parser.error(str(e))
     tiny = dict(TINY_CONFIG, **(AWD_CONFIG if args.cell == 'awd' else {}))
     config = dict(tiny if args.tiny else CELL_CONFIGS[args.cell], order_seed=args.order,
-                  vary_bptt=args.vary_bptt)
+                  vary_bptt=args.vary_bptt, **variant)
     if args.seed is not None:
         config['seed'] = args.seed
     name = run_name(args.cell, config, args.fp32)

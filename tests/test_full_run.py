@@ -739,6 +739,35 @@ def test_the_regularised_lstm_has_the_shapes_ties_its_decoder_and_resumes_bit_fo
     assert loss == pytest.approx(recorded, abs=1e-6)
 
 
+def test_a_regularisation_variant_is_a_run_of_its_own_named_by_what_it_changes(tmp_path, monkeypatch, capsys):
+    assert train_full.run_name('awd', dict(train_full.CELL_CONFIGS['awd'])) == 'awd_sorted_seed42'
+    variant = dict(train_full.CELL_CONFIGS['awd'], **train_full.awd_variant(['wdrop=0', 'alpha=2', 'tie=true']))
+    assert train_full.run_name('awd', variant) == 'awd_sorted_seed42_wdrop0_alpha2_tie'
+    assert train_full.run_name('awd', dict(variant, tie=False, dropouti=0.25)) == 'awd_sorted_seed42_dropouti0.25_wdrop0_alpha2'
+    monkeypatch.setattr(train_full, 'load_speeches', lambda president, order=None: _speeches('corpus'))
+    train_full.main(['awd', '--tiny', '--fp32', '--awd', 'wdrop=0', '--state-dir', str(tmp_path)])
+    ck = torch.load(tmp_path / 'awd_tiny.pt', weights_only=True)
+    assert ck['config'] == dict(train_full.TINY_CONFIG, **dict(train_full.AWD_CONFIG, wdrop=0.0))
+    assert json.loads((tmp_path / 'awd_sorted_seed42_wdrop0_fp32.json').read_text())['config']['wdrop'] == 0.0
+    with pytest.raises(SystemExit, match="belongs to another run; it differs in config 'wdrop'"):
+        train_full.main(['awd', '--tiny', '--fp32', '--state-dir', str(tmp_path)])   # the default's, same folder
+
+
+@pytest.mark.parametrize('argv, words', [
+    (['lstm', '--awd', 'wdrop=0'], 'it needs the cell awd, not lstm'),
+    (['awd', '--awd', 'wdropp=0'], "--awd 'wdropp=0': expected KEY=VALUE with KEY one of dropouti"),
+    (['awd', '--awd', 'wdrop'], "--awd 'wdrop': expected KEY=VALUE"),
+    (['awd', '--awd', 'wdrop=half'], "wdrop is a number, not 'half'"),
+    (['awd', '--awd', 'wdrop=1'], 'wdrop is a rate in \\[0, 1\\)'),
+    (['awd', '--awd', 'alpha=-1'], 'alpha is a weight, at least 0'),
+    (['awd', '--awd', 'tie=yes'], 'tie is true or false'),
+])
+def test_a_bad_regularisation_setting_is_refused_before_anything_runs(argv, words, capsys):
+    with pytest.raises(SystemExit):
+        train_full.main(argv)
+    assert re.search(words, capsys.readouterr().err)
+
+
 def test_each_epoch_records_the_cpus_instruction_set(tmp_path):
     _, _, record = _train(tmp_path / 's.pt', stop_after=1)
     isa = record['epochs'][0]['instruction_set']
@@ -803,8 +832,9 @@ def test_each_shipped_run_history_is_whole_and_named_by_what_it_records(path):
     config = doc['config']
     assert path.stem == doc['name'] == train_full.run_name(doc['cell'], config, doc['fp32_forced'])
     assert (doc['order_seed'], doc['seed']) == (config['order_seed'], config['seed'])
+    variant = {key: config[key] for key in train_full.AWD_CONFIG} if doc['cell'] == 'awd' else {}
     expected = dict(train_full.CELL_CONFIGS[doc['cell']], order_seed=config['order_seed'],
-                    seed=config['seed'], vary_bptt=config['vary_bptt'])
+                    seed=config['seed'], vary_bptt=config['vary_bptt'], **variant)
     assert config == expected
     n = train_full.cycle_ends(config)[-1] + 1                     # 31 for the original's cycles
     assert doc['epoch'] == list(range(n)) and len(doc['train_loss']) == len(doc['valid_loss']) == n
