@@ -3,6 +3,7 @@
     python train_full.py lstm      # or: make full-lstm
     python train_full.py gru       # or: make full-gru
     python train_full.py lstm --order 3 --seed 1    # another speech order, another model seed
+    python train_full.py awd --awd wdrop=0          # the regularised LSTM of awd_lstm.py, a variant
 
 Trains notebook 03's ``CharLSTM`` (or ``CharGRU``, both in utils.py) in the original's configuration on
 Obama's speeches of the full corpus: embedding 42, 3 layers of 512, dropout 0.5, batches of
@@ -60,12 +61,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from utils import (DATA_DIR, FULL_SIZE_MODELS, CharVocab, History, LanguageModelData,  # noqa: E402
+from awd_lstm import MODELS_BY_CELL  # noqa: E402
+from utils import (DATA_DIR, CharVocab, History, LanguageModelData,  # noqa: E402
                    LanguageModelLoader, _non_finite, device, evaluate, fit, from_half,
                    full_size_model, load_checkpoint, load_speeches,
                    original_sgdr_schedule, per_character_losses, save_checkpoint, seed_everything, seq_nll)
@@ -95,114 +96,6 @@ TINY_CONFIG = dict(ORIGINAL_CONFIG, n_fac=8, n_hidden=32, bs=16, bptt=24, cycles
                    n_train=40_000, n_valid=8_000)
 #: Written into every state file; a file without it is not a state of this version.
 STATE_FORMAT = 'train_full state, format 2'
-
-
-# The regularised LSTM that came after the original (Merity, Keskar and Socher 2017, "AWD-LSTM"),
-# at the original's size, for runs that try to go past 1.101. Groundwork: a planned notebook 08 is to teach it.
-
-class LockedDropout(nn.Module):
-    """Variational dropout: one mask per sequence of a batch, shared by all its time steps
-    (``x``: batch, time, features). Off in ``eval()``."""
-
-    def __init__(self, p):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - self.p) / (1 - self.p)
-        return x * mask
-
-
-def embedding_dropout(embedding, x, p, training):
-    """Drop whole characters: rows of the embedding matrix, one mask per batch, the kept rows
-    scaled by 1 / (1 - p). Off when not ``training``."""
-    if not training or p == 0:
-        return embedding(x)
-    mask = embedding.weight.new_empty(embedding.weight.shape[0], 1).bernoulli_(1 - p) / (1 - p)
-    return F.embedding(x, embedding.weight * mask)
-
-
-class WeightDroppedLSTM(nn.Module):
-    """A one-layer ``nn.LSTM`` whose hidden-to-hidden matrix is weight-dropped (DropConnect):
-    one mask per forward call, applied to the matrix itself, so the fused LSTM kernel still runs
-    (the module reads the dropped tensor through its flat weights). Off in ``eval()``."""
-
-    def __init__(self, n_in, n_out, p):
-        super().__init__()
-        self.lstm = nn.LSTM(n_in, n_out, batch_first=True)
-        self.p = p
-        raw = self.lstm.weight_hh_l0
-        del self.lstm._parameters['weight_hh_l0']
-        self.weight_hh_raw = nn.Parameter(raw.detach().clone())
-
-    def forward(self, x, h=None):
-        raw = self.weight_hh_raw
-        w = F.dropout(raw, self.p, True) if self.training and self.p else raw.view_as(raw)
-        setattr(self.lstm, 'weight_hh_l0', w)       # a plain tensor: nn.LSTM refreshes its flat weights
-        return self.lstm(x, h)
-
-
-class CharAWDLSTM(nn.Module):
-    """Embedding, ``n_layers`` weight-dropped LSTMs with locked dropout on the embedding's output
-    (``dropouti``), between layers (``dropouth``) and before the decoder (``dropout``), embedding
-    dropout (``dropoute``), and activation regularisation (AR, ``alpha``) and temporal AR (TAR,
-    ``beta``) on the last layer's output, added to the training loss by :meth:`regularisation`.
-    With ``tie`` the last layer has ``n_fac`` units and the decoder shares the embedding's
-    matrix. Stateful like notebook 03's models (``reset``, ``run``, ``h``)."""
-
-    def __init__(self, vocab_size, n_fac, n_hidden, n_layers, dropout, dropouti, dropouth,
-                 dropoute, wdrop, alpha, beta, tie):
-        super().__init__()
-        self.e = nn.Embedding(vocab_size, n_fac)
-        sizes = [n_fac] + [n_hidden] * (n_layers - 1) + [n_fac if tie else n_hidden]
-        self.rnns = nn.ModuleList(WeightDroppedLSTM(a, b, wdrop) for a, b in zip(sizes, sizes[1:]))
-        self.drop_i, self.drop_h, self.drop_o = (LockedDropout(dropouti), LockedDropout(dropouth),
-                                                 LockedDropout(dropout))
-        self.l_out = nn.Linear(sizes[-1], vocab_size)
-        if tie:
-            self.l_out.weight = self.e.weight
-        self.dropoute, self.alpha, self.beta = dropoute, alpha, beta
-        self.h, self.last = None, None
-
-    def reset(self):
-        self.h = None
-
-    def run(self, x, h):
-        h = h or [None] * len(self.rnns)
-        out = self.drop_i(embedding_dropout(self.e, x, self.dropoute, self.training))
-        new_h = []
-        for i, rnn in enumerate(self.rnns):
-            out, hi = rnn(out, h[i])
-            new_h.append(hi)
-            raw = out
-            out = self.drop_h(out) if i < len(self.rnns) - 1 else self.drop_o(out)
-        self.last = (raw, out)                       # the last layer's output, before and after dropout
-        return F.log_softmax(self.l_out(out), dim=-1), new_h
-
-    def forward(self, x):
-        if self.h is not None and self.h[0][0].shape[1] != len(x):
-            self.reset()
-        log_probs, h = self.run(x, None if self.h is None else
-                                [tuple(t.to(self.e.weight.dtype) for t in hi) for hi in self.h])
-        self.h = [tuple(t.detach() for t in hi) for hi in h]
-        return log_probs
-
-    def regularisation(self):
-        """AR (``alpha`` times the mean square of the last layer's dropped output) plus TAR
-        (``beta`` times the mean square of its undropped output's step-to-step change), for
-        the batch just read; 0 in ``eval()``, so validation losses stay plain."""
-        if not self.training or self.last is None:
-            return 0.0
-        raw, dropped = self.last
-        return (self.alpha * dropped.float().pow(2).mean()
-                + self.beta * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean())
-
-
-#: The cells a run can train: notebook 03's full-size models (``utils.FULL_SIZE_MODELS``) and the
-#: regularised LSTM.
-MODELS_BY_CELL = dict(FULL_SIZE_MODELS, awd=CharAWDLSTM)
 
 
 def build_model(cell, vocab_size, config):

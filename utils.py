@@ -935,7 +935,7 @@ def load_shipped(path, device='cpu', models=None):
     if checkpoint.get('cell') not in models:
         raise ValueError(f'{path} holds a model of cell {checkpoint.get("cell")!r}, and load_shipped was '
                          f'given the classes of {", ".join(map(repr, models))} only: pass its class, e.g. '
-                         f'load_shipped(path, models=train_full.MODELS_BY_CELL)')
+                         f'load_shipped(path, models=awd_lstm.MODELS_BY_CELL)')
     problem = _shipped_problem(checkpoint, models)
     if problem:
         raise ValueError(f'{path} is a damaged checkpoint: {problem}. Restore it from the repository '

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import train_full
+import awd_lstm
 import corpus
+import train_full
 import utils
 
 CONFIG = dict(train_full.TINY_CONFIG, n_fac=4, n_hidden=8, n_layers=2, bs=4, bptt=10,
@@ -661,7 +662,7 @@ AWD = dict(CONFIG, **train_full.AWD_CONFIG)
 
 
 def test_locked_dropout_shares_one_mask_across_time_and_is_off_in_eval():
-    drop = train_full.LockedDropout(0.5)
+    drop = awd_lstm.LockedDropout(0.5)
     x = torch.ones(3, 7, 5)
     y = drop(x)
     assert set(y.unique().tolist()) <= {0.0, 2.0} and 0 < (y == 0).sum() < y.numel()
@@ -674,17 +675,17 @@ def test_embedding_dropout_drops_whole_characters_and_is_off_in_eval():
     e = nn.Embedding(6, 4)
     x = torch.tensor([[0, 1, 2, 3, 4, 5, 0, 1]])
     torch.manual_seed(1)
-    y = train_full.embedding_dropout(e, x, 0.5, training=True)
+    y = awd_lstm.embedding_dropout(e, x, 0.5, training=True)
     dropped = {int(c) for c, row in zip(x[0], y[0]) if not row.any()}
     assert dropped and all(not y[0, j].any() for j in range(8) if int(x[0, j]) in dropped)  # every occurrence
     kept = [j for j in range(8) if int(x[0, j]) not in dropped]
     assert torch.allclose(y[0, kept], 2 * e(x)[0, kept])
-    assert torch.equal(train_full.embedding_dropout(e, x, 0.5, training=False), e(x))
+    assert torch.equal(awd_lstm.embedding_dropout(e, x, 0.5, training=False), e(x))
 
 
 def test_weight_drop_runs_the_fused_lstm_on_the_dropped_matrix_and_the_raw_one_in_eval():
     torch.manual_seed(0)
-    wd = train_full.WeightDroppedLSTM(3, 4, 0.5)
+    wd = awd_lstm.WeightDroppedLSTM(3, 4, 0.5)
     x = torch.randn(2, 6, 3)
     reference = nn.LSTM(3, 4, batch_first=True)
     state = {k: v for k, v in wd.lstm.state_dict().items()}
@@ -734,7 +735,7 @@ def test_the_regularised_lstm_has_the_shapes_ties_its_decoder_and_resumes_bit_fo
                                _ids(400, seed=1), AWD, path)
     with pytest.raises(ValueError, match=r"holds a model of cell 'awd'.*pass its class"):
         utils.load_shipped(path)                                # utils knows notebook 03's cells only
-    loaded, _ = utils.load_shipped(path, models=train_full.MODELS_BY_CELL)
+    loaded, _ = utils.load_shipped(path, models=awd_lstm.MODELS_BY_CELL)
     loss = utils.evaluate(loaded, utils.LanguageModelLoader(_ids(400, seed=1), AWD['bs'], AWD['bptt']), utils.seq_nll)
     assert loss == pytest.approx(recorded, abs=1e-6)
 

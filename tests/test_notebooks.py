@@ -17,16 +17,22 @@ NB03 = Path(__file__).resolve().parents[1] / 'notebooks' / '03_talk_like_the_pre
 
 
 def test_the_shared_models_are_defined_once():
-    # notebook 03 shows the stateful models from utils.py (train_full.py and notebook 07 use them too):
-    # no notebook or script defines a class again under a name utils.py exports
+    # notebook 03 shows the stateful models from utils.py (train_full.py and notebook 07 use them too),
+    # awd_lstm.py holds the regularised LSTM's: no notebook or other module defines a class again
+    # under a name one of those modules exports
     import re
+    import awd_lstm
     import utils
-    shared = {n for n in dir(utils) if isinstance(getattr(utils, n), type) and not n.startswith('_')}
+    root = NB03.parents[1]
     sources = {p.name: '\n'.join(''.join(c['source']) for c in json.loads(p.read_text())['cells']
                                  if c['cell_type'] == 'code') for p in sorted(NB03.parent.glob('*.ipynb'))}
-    sources['train_full.py'] = (NB03.parents[1] / 'train_full.py').read_text()
-    again = {(name, cls) for name, src in sources.items()
-             for cls in re.findall(r'^class (\w+)\(', src, re.M) if cls in shared}
+    sources |= {name: (root / name).read_text() for name in ('utils.py', 'awd_lstm.py', 'train_full.py')}
+    again = set()
+    for module in (utils, awd_lstm):
+        shared = {n for n, v in vars(module).items() if isinstance(v, type) and v.__module__ == module.__name__
+                  and not n.startswith('_')}
+        again |= {(name, cls) for name, src in sources.items() if name != f'{module.__name__}.py'
+                  for cls in re.findall(r'^class (\w+)\(', src, re.M) if cls in shared}
     assert not again, again
     assert 'inspect.getsource(CharSeqStatefulRNN)' in sources[NB03.name]
 
