@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from utils import FULL_SIZE_MODELS
+from utils import FULL_SIZE_MODELS, seq_nll
 
 
 class LockedDropout(nn.Module):
@@ -110,6 +110,14 @@ class CharAWDLSTM(nn.Module):
         raw, dropped = self.last
         return (self.alpha * dropped.float().pow(2).mean()
                 + self.beta * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean())
+
+
+def training_loss(model):
+    """The loss a model trains on: the mean negative log-likelihood (``seq_nll``), plus the
+    model's AR and TAR if it has them (:meth:`CharAWDLSTM.regularisation`)."""
+    if not hasattr(model, 'regularisation'):
+        return seq_nll
+    return lambda log_probs, targets: seq_nll(log_probs, targets) + model.regularisation()
 
 
 #: The cells a full-size run can train or ``load_shipped`` build: notebook 03's models

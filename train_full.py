@@ -65,7 +65,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from awd_lstm import MODELS_BY_CELL  # noqa: E402
+from awd_lstm import MODELS_BY_CELL, training_loss  # noqa: E402
 from utils import (DATA_DIR, CharVocab, History, LanguageModelData,  # noqa: E402
                    LanguageModelLoader, _non_finite, device, evaluate, fit, from_half,
                    full_size_model, load_checkpoint, load_speeches,
@@ -100,13 +100,6 @@ STATE_FORMAT = 'train_full state, format 2'
 
 def build_model(cell, vocab_size, config):
     return full_size_model(cell, vocab_size, config, MODELS_BY_CELL)
-
-
-def loss_function(model):
-    """The training loss: mean negative log-likelihood, plus the model's AR and TAR if it has them."""
-    if not hasattr(model, 'regularisation'):
-        return seq_nll
-    return lambda log_probs, targets: seq_nll(log_probs, targets) + model.regularisation()
 
 
 def n_epochs(config):
@@ -464,7 +457,7 @@ def _train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_afte
         advice = (f'{kept}. Run the same command with --clip (e.g. --clip 1.0: gradient clipping, '
                   f'recorded per epoch) to go on from there, or train another run (another --seed).')
         try:
-            fit(model, data, 1, opt, loss_function(model), history=history, scheduler=sched, clip=clip,
+            fit(model, data, 1, opt, training_loss(model), history=history, scheduler=sched, clip=clip,
                 amp_dtype=amp_dtype, continue_average=True, verbose=verbose)
         except FloatingPointError as e:
             raise RunDiverged(f'{str(e).split(": training diverged")[0]}: training diverged; '
