@@ -1,8 +1,8 @@
 """The regularised LSTM that came after the original (Merity, Keskar and Socher 2017,
 "Regularizing and Optimizing LSTM Language Models", AWD-LSTM), at the original's size: the
 pieces one at a time, then the model that puts them together. ``train_full.py awd`` trains it
-(``--awd KEY=VALUE`` for a variant); a planned notebook 08 is to teach it, as notebook 03
-teaches the models of ``utils.py``.
+(``--awd KEY=VALUE`` for a variant); notebook 08 teaches it, as notebook 03 teaches the
+models of ``utils.py``.
 """
 from __future__ import annotations
 

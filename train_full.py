@@ -86,7 +86,7 @@ CONFIG_DEFAULTS = dict(order_seed=None, vary_bptt=False)
 #: The regularised LSTM's own settings ('awd', groundwork for runs that try to go past 1.101):
 #: like the AWD-LSTM paper's character-level settings, embedding dropout, AR and TAR start at 0
 #: (implemented, off) and dropout before the decoder at 0.1; unlike them, the decoder is not tied.
-#: A planned notebook 08 is to choose them by a probe.
+#: Notebook 08 records a small probe of other rates (section 3's size) and the full-size variants (``--awd``).
 AWD_KEYS = dict(dropouti=0.1, dropouth=0.25, dropoute=0.0, wdrop=0.5, alpha=0.0, beta=0.0, tie=False)
 AWD_CONFIG = dict(AWD_KEYS, dropout=0.1)
 CELL_CONFIGS = {'lstm': ORIGINAL_CONFIG, 'gru': dict(ORIGINAL_CONFIG, lr=3e-3),
@@ -507,7 +507,7 @@ def _from_half(cell, vocab_size, config, weights):
 
 def save_cycle_end(path, cell, model, history, config, vocab=None):
     """Keep the weights at the end of a cycle (fp16), as the original saved its model at the
-    end of every cycle: the members of a snapshot ensemble (planned). Not committed (about 11 MB each for the LSTM, 8 MB for the GRU)."""
+    end of every cycle: the members of a snapshot ensemble (``--ensemble``). Not committed (about 11 MB each for the LSTM, 8 MB for the GRU)."""
     save_checkpoint({'cell': cell, 'config': config, 'epoch': history.epoch[-1],
                      'train_loss': history.train_loss[-1], 'valid_loss': history.valid_loss[-1],
                      'vocab': None if vocab is None else list(vocab), 'model': _half(model)}, path)

@@ -7,19 +7,19 @@ download and fallback are ``corpus.py``: ``load_speeches``, ``DATA_DIR``, ``CORP
 Which notebooks use each public name (tests/test_lint.py keeps this table true):
 
     name                          notebooks
-    CharVocab                     01 02 03 04 05 06 07
+    CharVocab                     01 02 03 04 05 06 07 08
     unigram_loss                  01 03 04 06 07
     last_rows                     01 02 03 04 05
     ArraysData                    01 02 03 04 05
-    LanguageModelLoader           03
-    LanguageModelData             03 06 07
-    seed_everything               01 02 03 04 05 06 07
+    LanguageModelLoader           03 08
+    LanguageModelData             03 06 07 08
+    seed_everything               01 02 03 04 05 06 07 08
     set_lrs                       01 02 03 04
     original_sgdr_factor          03
-    original_sgdr_schedule        03 07
-    seq_nll                       03 06 07
-    evaluate                      02 03
-    fit                           01 02 03 04 05 06 07
+    original_sgdr_schedule        03 07 08
+    seq_nll                       03 06 07 08
+    evaluate                      02 03 08
+    fit                           01 02 03 04 05 06 07 08
     target_losses                 06 07
     per_character_losses          03 07
     loss_by_position              03 07
@@ -27,22 +27,22 @@ Which notebooks use each public name (tests/test_lint.py keeps this table true):
     reads_from_zero               03 07
     get_next                      01 03
     generate                      01 03 06
-    beam_search                   03 07
+    beam_search                   03 07 08
     preprocess_speech             03 06
     CalculatorWithNonlinearities  02 05
     CharSeqStatefulRNN            03
-    CharLSTM                      03 07
+    CharLSTM                      03 07 08
     CharGRU                       03
-    device                        01 03 04 05 06 07
+    device                        01 03 04 05 06 07 08
     TINY_CHARS                    04 06
-    configuration                 03 04 05 06 07
+    configuration                 03 04 05 06 07 08
     plot_losses                   01 03 04
     save_checkpoint               03
     load_checkpoint               03
-    MODELS_DIR                    03 07
-    load_shipped                  03 07
-    load_speeches                 01 04 06
-    page_corpus                   03 07
+    MODELS_DIR                    03 07 08
+    load_shipped                  03 07 08
+    load_speeches                 01 03 04 06
+    page_corpus                   03 07 08
     DATA_DIR                      03 06
     CORPUS_FOLDER                 03 06
 
@@ -573,8 +573,8 @@ class CharSeqStatefulRNN(torch.nn.Module):
         return log_probs
 
 
-def _apply(h, f):                                      # an LSTM's state is a pair (h, c)
-    return None if h is None else tuple(f(t) for t in h) if isinstance(h, tuple) else f(h)
+def _apply(h, f):                # an LSTM's state is a pair (h, c); a stack of separate layers', a list of them
+    return None if h is None else type(h)(_apply(t, f) for t in h) if isinstance(h, (tuple, list)) else f(h)
 
 
 def _batch_size(h):

@@ -740,6 +740,18 @@ def test_the_regularised_lstm_has_the_shapes_ties_its_decoder_and_resumes_bit_fo
     assert loss == pytest.approx(recorded, abs=1e-6)
 
 
+def test_beam_search_carries_the_regularised_lstms_state_of_separate_layers():
+    # its state is a list of (h, c), one per layer: each beam must carry its own through the search
+    torch.manual_seed(0)
+    model = train_full.build_model('awd', 12, dict(AWD, tie=True)).eval()
+    vocab = utils.CharVocab('abcdefghijkl')
+    (text, logp), *_ = utils.beam_search(model, vocab, 'ab', 6, beam_size=3)
+    ids = torch.from_numpy(vocab.encode(text)).unsqueeze(0)
+    with torch.inference_mode():
+        rescored = model.run(ids, None)[0][0, 1:-1].gather(1, ids[0, 2:, None]).sum()   # the 6 added characters
+    assert len(text) == 8 and logp == pytest.approx(rescored.item(), abs=1e-4)
+
+
 def test_a_regularisation_variant_is_a_run_of_its_own_named_by_what_it_changes(tmp_path, monkeypatch, capsys):
     assert train_full.run_name('awd', dict(train_full.CELL_CONFIGS['awd'])) == 'awd_sorted_seed42'
     variant = dict(train_full.CELL_CONFIGS['awd'], **train_full.awd_variant(['wdrop=0', 'alpha=2', 'tie=true']))
