@@ -9,7 +9,14 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from utils import FULL_SIZE_MODELS, seq_nll
+from utils import FULL_SIZE_MODELS, CharSeqStatefulRNN, seq_nll
+
+#: The regularised LSTM's default settings, those of ``train_full.py awd`` (a variant changes some
+#: with ``--awd``): like the AWD-LSTM paper's character-level settings, except that embedding
+#: dropout, AR and TAR start at 0 (implemented, off), dropout before the decoder is 0.1 and the
+#: decoder is not tied. Notebook 08 records a small probe of other rates and the full-size variants.
+AWD_CONFIG = dict(dropouti=0.1, dropouth=0.25, dropoute=0.0, wdrop=0.5, alpha=0.0, beta=0.0, tie=False,
+                  dropout=0.1)
 
 
 class LockedDropout(nn.Module):
@@ -56,17 +63,19 @@ class WeightDroppedLSTM(nn.Module):
         return self.lstm(x, h)
 
 
-class CharAWDLSTM(nn.Module):
+class CharAWDLSTM(CharSeqStatefulRNN):
     """Embedding, ``n_layers`` weight-dropped LSTMs with locked dropout on the embedding's output
     (``dropouti``), between layers (``dropouth``) and before the decoder (``dropout``), embedding
     dropout (``dropoute``), and activation regularisation (AR, ``alpha``) and temporal AR (TAR,
     ``beta``) on the last layer's output, added to the training loss by :meth:`regularisation`.
     With ``tie`` the last layer has ``n_fac`` units and the decoder shares the embedding's
-    matrix. Stateful like notebook 03's models (``reset``, ``run``, ``h``)."""
+    matrix. Stateful like notebook 03's models: their ``forward`` carries the state ``h`` (here a
+    list of one state per layer) from batch to batch, and ``run`` is one pass from a given state.
+    The layers are its own, so it skips their ``__init__``."""
 
     def __init__(self, vocab_size, n_fac, n_hidden, n_layers, dropout, dropouti, dropouth,
                  dropoute, wdrop, alpha, beta, tie):
-        super().__init__()
+        nn.Module.__init__(self)
         self.e = nn.Embedding(vocab_size, n_fac)
         sizes = [n_fac] + [n_hidden] * (n_layers - 1) + [n_fac if tie else n_hidden]
         self.rnns = nn.ModuleList(WeightDroppedLSTM(a, b, wdrop) for a, b in zip(sizes, sizes[1:]))
@@ -77,9 +86,6 @@ class CharAWDLSTM(nn.Module):
             self.l_out.weight = self.e.weight
         self.dropoute, self.alpha, self.beta = dropoute, alpha, beta
         self.h, self.last = None, None
-
-    def reset(self):
-        self.h = None
 
     def run(self, x, h):
         h = h or [None] * len(self.rnns)
@@ -92,14 +98,6 @@ class CharAWDLSTM(nn.Module):
             out = self.drop_h(out) if i < len(self.rnns) - 1 else self.drop_o(out)
         self.last = (raw, out)                       # the last layer's output, before and after dropout
         return F.log_softmax(self.l_out(out), dim=-1), new_h
-
-    def forward(self, x):
-        if self.h is not None and self.h[0][0].shape[1] != len(x):
-            self.reset()
-        log_probs, h = self.run(x, None if self.h is None else
-                                [tuple(t.to(self.e.weight.dtype) for t in hi) for hi in self.h])
-        self.h = [tuple(t.detach() for t in hi) for hi in h]
-        return log_probs
 
     def regularisation(self):
         """AR (``alpha`` times the mean square of the last layer's dropped output) plus TAR

@@ -65,7 +65,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from awd_lstm import MODELS_BY_CELL, training_loss  # noqa: E402
+from awd_lstm import AWD_CONFIG, MODELS_BY_CELL, training_loss  # noqa: E402
 from utils import (DATA_DIR, CharVocab, History, LanguageModelData,  # noqa: E402
                    LanguageModelLoader, _non_finite, device, evaluate, fit, from_half,
                    full_size_model, load_checkpoint, load_speeches,
@@ -83,12 +83,8 @@ CONFIG_DEFAULTS = dict(order_seed=None, vary_bptt=False)
 #: The configuration of each cell. The GRU, which the original never trained, learns at 3e-3:
 #: an earlier run at the LSTM's 1e-2 went badly in its first two epochs and was stopped; its
 #: output was not kept, so no figure of it is quoted (README).
-#: The regularised LSTM's own settings ('awd', groundwork for runs that try to go past 1.101):
-#: like the AWD-LSTM paper's character-level settings, embedding dropout, AR and TAR start at 0
-#: (implemented, off) and dropout before the decoder at 0.1; unlike them, the decoder is not tied.
-#: Notebook 08 records a small probe of other rates (section 3's size) and the full-size variants (``--awd``).
-AWD_KEYS = dict(dropouti=0.1, dropouth=0.25, dropoute=0.0, wdrop=0.5, alpha=0.0, beta=0.0, tie=False)
-AWD_CONFIG = dict(AWD_KEYS, dropout=0.1)
+#: The regularised LSTM ('awd') trains with the original's sizes and schedule and its own
+#: settings (``awd_lstm.AWD_CONFIG``).
 CELL_CONFIGS = {'lstm': ORIGINAL_CONFIG, 'gru': dict(ORIGINAL_CONFIG, lr=3e-3),
                 'awd': dict(ORIGINAL_CONFIG, **AWD_CONFIG)}
 #: The same code path at a size that runs in seconds on a CPU.
@@ -150,9 +146,9 @@ def awd_variant(settings):
                 variant[key] = float(value)
             except ValueError:
                 raise ValueError(f'--awd {setting!r}: {key} is a number, not {value!r}') from None
-            if not variant[key] >= 0 or (key != 'alpha' and key != 'beta' and variant[key] >= 1):
-                raise ValueError(f'--awd {setting!r}: {key} is a rate in [0, 1)' if key not in ('alpha', 'beta')
-                                 else f'--awd {setting!r}: {key} is a weight, at least 0')
+            weight = key in ('alpha', 'beta')              # AR and TAR: weights; the others: rates
+            if not variant[key] >= 0 or (not weight and variant[key] >= 1):
+                raise ValueError(f'--awd {setting!r}: {key} is ' + ('a weight, at least 0' if weight else 'a rate in [0, 1)'))
     return variant
 
 

@@ -578,7 +578,7 @@ def _apply(h, f):                # an LSTM's state is a pair (h, c); a stack of 
 
 
 def _batch_size(h):
-    return (h[0] if isinstance(h, tuple) else h).shape[1]
+    return _batch_size(h[0]) if isinstance(h, (tuple, list)) else h.shape[1]
 
 
 class CharLSTM(CharSeqStatefulRNN):

@@ -740,6 +740,19 @@ def test_the_regularised_lstm_has_the_shapes_ties_its_decoder_and_resumes_bit_fo
     assert loss == pytest.approx(recorded, abs=1e-6)
 
 
+def test_the_regularised_lstm_carries_one_state_per_layer_from_batch_to_batch_like_notebook_03s_models():
+    torch.manual_seed(0)
+    model = train_full.build_model('awd', 12, AWD).eval()
+    x = torch.randint(0, 12, (4, 10))
+    with torch.inference_mode():
+        whole = model.run(x, None)[0]
+        model.reset()
+        halves = torch.cat([model(x[:, :5]), model(x[:, 5:])], dim=1)   # the state carried across
+        assert torch.allclose(halves, whole, atol=1e-6)
+        assert len(model.h) == AWD['n_layers'] and not model.h[0][0].requires_grad
+        assert torch.allclose(model(x[:2, :5]), whole[:2, :5], atol=1e-6)  # another batch size: afresh
+
+
 def test_beam_search_carries_the_regularised_lstms_state_of_separate_layers():
     # its state is a list of (h, c), one per layer: each beam must carry its own through the search
     torch.manual_seed(0)
