@@ -96,7 +96,7 @@ bench: $(STAMP)
 	$(PY) tests/benchmarks.py
 
 # Mutation testing (not in CI: about half an hour here). mutmut (a dev tool, installed here, not in
-# requirements.txt) copies utils.py and train_full.py into mutants/, makes one small change at a
+# requirements.txt) copies utils.py, train_full.py and awd_lstm.py into mutants/, makes one small change at a
 # time (a + for a -, another constant, a dropped argument) and runs the unit tests that cover the
 # changed function; a change no test notices is a gap in the tests, or an equivalent listed with
 # its reason in tests/mutmut-equivalents.md. MUTANTS: the functions the notebooks and the full
@@ -110,7 +110,7 @@ MUTANTS ?= 'utils.xǁCharVocabǁ*' 'utils.xǁBatchLoaderǁ*' 'utils.xǁArraysDat
   'utils.x_save_checkpoint__*' 'utils.x_load_checkpoint__*' 'utils.x_get_next__*' 'utils.x_generate__*' \
   'utils.x_beam_search__*' 'utils.x__check_temperature__*' 'utils.x__check_output_size__*' \
   'utils.x__check_index__*' 'utils.x__validation_mask__*' 'utils.x__check_search__*' 'utils.x__without_overflow__*' \
-  'train_full.x_train__*' 'train_full.x__train__*' 'train_full.x_ship__*'
+  'train_full.x_train__*' 'train_full.x__train__*' 'train_full.x_ship__*' 'awd_lstm.*'
 mutate: $(STAMP)
 	$(PY) -m pip install -q "$(MUTMUT)"
 	rm -rf mutants

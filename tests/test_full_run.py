@@ -874,7 +874,7 @@ def test_each_shipped_run_history_is_whole_and_named_by_what_it_records(path):
 def test_readme_lists_every_shipped_run_with_the_figures_its_history_holds():
     # README's table of finished runs: one row per models/runs/*.json, its figures as recorded
     readme = (train_full.ROOT / 'README.md').read_text()
-    rows = dict(re.findall(r'^\| `((?:lstm|gru|awd)_\w+)`[^|]*\|(.*)$', readme, re.M))
+    rows = dict(re.findall(r'^\| `((?:lstm|gru|awd)_[\w.]+)`[^|]*\|(.*)$', readme, re.M))
     runs = sorted((train_full.ROOT / 'models' / 'runs').glob('*.json'))
     assert sorted(rows) == [p.stem for p in runs], 'README\'s table of runs and models/runs/ differ'
     for path in runs:
