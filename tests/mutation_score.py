@@ -4,7 +4,8 @@
 
 Reads mutmut's results (one ``name: status`` per line) and tests/mutmut-equivalents.md (the
 mutants no test can tell apart from the real code, each with its reason). Prints, per function
-and in all, the mutants killed (a test failed; a timeout counts as killed: the tests noticed),
+and in all, the mutants killed (a test failed; a timeout or a crash of the tests' process, a
+segfault, counts as killed: the tests noticed),
 the equivalents, and every other survivor by name: those are gaps in the tests. The score is
 killed / (mutants - equivalents); the README cites it. Exits 1 if any mutant was not checked."""
 import fnmatch
@@ -36,7 +37,7 @@ def main(lines, globs):
     per_function = defaultdict(Counter)
     gaps = []
     for name, status in sorted(results.items()):
-        if status in ('killed', 'timeout'):
+        if status in ('killed', 'timeout', 'segfault'):
             kind = 'killed'
         elif name in listed:
             kind = 'equivalent'

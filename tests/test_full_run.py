@@ -702,13 +702,53 @@ def test_weight_drop_runs_the_fused_lstm_on_the_dropped_matrix_and_the_raw_one_i
     assert 'lstm.weight_hh_l0' not in wd.state_dict() and 'weight_hh_raw' in wd.state_dict()
 
 
+def test_a_rate_of_zero_draws_no_mask_and_passes_its_input_on():
+    x, chars, e = torch.randn(2, 5, 3), torch.tensor([[0, 1, 2]]), nn.Embedding(4, 3)
+    before = torch.get_rng_state()
+    assert awd_lstm.LockedDropout(0.0)(x) is x
+    assert torch.equal(awd_lstm.embedding_dropout(e, chars, 0.0, training=True), e(chars))
+    assert torch.equal(torch.get_rng_state(), before)          # no random draw: the next masks are unchanged
+
+
+def test_each_rate_acts_where_the_model_says_and_nowhere_in_eval():
+    off = dict(AWD, n_layers=3, dropouti=0.0, dropouth=0.0, dropout=0.0, dropoute=0.0, wdrop=0.0)
+    x = torch.randint(0, 12, (4, 10))
+
+    def train_and_eval_outputs(**rates):
+        torch.manual_seed(0)
+        model = train_full.build_model('awd', 12, dict(off, **rates))
+        calls = {name: 0 for name in ('drop_i', 'drop_h', 'drop_o')}
+        for name in calls:
+            getattr(model, name).register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+        torch.manual_seed(1)
+        trained = model.train().run(x, None)[0]
+        return trained, model.eval().run(x, None)[0], calls
+
+    trained, evaluated, calls = train_and_eval_outputs()
+    assert torch.equal(trained, evaluated)                      # every rate 0: training changes nothing
+    assert calls == {'drop_i': 2, 'drop_h': 4, 'drop_o': 2}     # per pass: input, between the 3 layers, output
+    for rate in ('dropouti', 'dropouth', 'dropout', 'dropoute', 'wdrop'):
+        trained, evaluated, _ = train_and_eval_outputs(**{rate: 0.5})
+        assert not torch.allclose(trained, evaluated), rate
+
+
+@pytest.mark.parametrize('tie', [False, True])
+def test_the_layers_have_the_widths_the_decoder_reads(tie):
+    model = train_full.build_model('awd', 12, dict(AWD, n_layers=3, tie=tie))
+    last = AWD['n_fac'] if tie else AWD['n_hidden']
+    assert [rnn.lstm.hidden_size for rnn in model.rnns] == [AWD['n_hidden']] * 2 + [last]
+    assert model.l_out.in_features == last and model.l_out.weight.shape == (12, last)
+    one_layer = train_full.build_model('awd', 12, dict(AWD, n_layers=1, tie=tie))
+    assert one_layer(torch.randint(0, 12, (2, 5))).shape == (2, 5, 12)
+
+
 def test_ar_and_tar_are_what_they_say_on_a_known_output_and_zero_in_eval():
     model = train_full.build_model('awd', 12, dict(AWD, alpha=2.0, beta=3.0)).train()
-    raw = torch.tensor([[[1.0, 2.0], [3.0, 6.0]]])            # (batch 1, time 2, features 2)
-    dropped = torch.tensor([[[0.0, 4.0], [2.0, 0.0]]])
+    raw = torch.tensor([[[1.0, 2.0], [3.0, 6.0], [4.0, 4.0]]])  # (batch 1, time 3, features 2)
+    dropped = torch.tensor([[[0.0, 4.0], [2.0, 0.0], [1.0, 1.0]]])
     model.last = (raw, dropped)
-    ar = (0 + 16 + 4 + 0) / 4
-    tar = ((3 - 1) ** 2 + (6 - 2) ** 2) / 2
+    ar = (0 + 16 + 4 + 0 + 1 + 1) / 6
+    tar = ((3 - 1) ** 2 + (6 - 2) ** 2 + (4 - 3) ** 2 + (4 - 6) ** 2) / 4     # step to step
     assert model.regularisation().item() == pytest.approx(2.0 * ar + 3.0 * tar)
     assert model.eval().regularisation() == 0.0
 
