@@ -95,7 +95,7 @@ refresh: $(STAMP)
 bench: $(STAMP)
 	$(PY) tests/benchmarks.py
 
-# Mutation testing (not in CI: about half an hour here). mutmut (a dev tool, installed here, not in
+# Mutation testing (not in CI: more than half an hour here). mutmut (a dev tool, installed here, not in
 # requirements.txt) copies utils.py, train_full.py and awd_lstm.py into mutants/, makes one small change at a
 # time (a + for a -, another constant, a dropped argument) and runs the unit tests that cover the
 # changed function; a change no test notices is a gap in the tests, or an equivalent listed with
