@@ -41,13 +41,14 @@ Which notebooks use each public name (tests/test_lint.py keeps this table true):
     load_checkpoint               03
     MODELS_DIR                    03 07 08
     load_shipped                  03 07 08
+    full_size_model               08
     load_speeches                 01 03 04 06
     page_corpus                   03 07 08
     DATA_DIR                      03 06
     CORPUS_FOLDER                 03 06
 
 The other public names serve train_full.py, the tests and the functions above: BatchLoader,
-History, smooth, progress_enabled, FULL_SIZE_MODELS, full_size_model, from_half.
+History, smooth, progress_enabled, FULL_SIZE_MODELS, from_half.
 """
 from __future__ import annotations
 
