@@ -5,7 +5,8 @@
 Reads mutmut's results (one ``name: status`` per line) and tests/mutmut-equivalents.md (the
 mutants no test can tell apart from the real code, each with its reason). Prints, per function
 and in all, the mutants killed (a test failed; a timeout or a crash of the tests' process, a
-segfault, counts as killed: the tests noticed),
+segfault, counts as killed: the tests noticed; but a listed equivalent that timed out stays an
+equivalent, its timeout being mutmut's CPU-time limit, not a test),
 the equivalents, and every other survivor by name: those are gaps in the tests. The score is
 killed / (mutants - equivalents); the README cites it. Exits 1 if any mutant was not checked."""
 import fnmatch
@@ -37,9 +38,9 @@ def main(lines, globs):
     per_function = defaultdict(Counter)
     gaps = []
     for name, status in sorted(results.items()):
-        if status in ('killed', 'timeout', 'segfault'):
+        if status in ('killed', 'segfault') or (status == 'timeout' and name not in listed):
             kind = 'killed'
-        elif name in listed:
+        elif name in listed:        # a listed equivalent that timed out: the limit, not the tests
             kind = 'equivalent'
         else:
             kind = status
