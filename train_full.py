@@ -12,7 +12,7 @@ with weight decay 1e-5, and the original library's cosine annealing with warm re
 (warm-up included) over cycles of 1+2+4+8+16 = 31 epochs; the GRU, which the original never
 trained, the same at a learning rate of 3e-3 (see ``CELL_CONFIGS``). It uses the GPU when there
 is one.
-Forward passes run under bf16 autocast where the machine can (a GPU, a CPU with avx512_bf16
+Forward passes run under bf16 autocast where that is fast (a GPU, a CPU with avx512_bf16
 or AMX; ``make bench`` compares it with fp32 on identical batches), in fp32 elsewhere or with
 ``--fp32``.
 
@@ -153,8 +153,8 @@ def awd_variant(settings):
 
 
 def bf16_lstm_supported():
-    """Whether an LSTM runs under bf16 autocast here. CPUs without native bf16 (no avx512_bf16
-    or AMX) make oneDNN refuse it ("could not create a primitive descriptor")."""
+    """Whether an LSTM runs under bf16 autocast here at all. On a CPU, running is not enough:
+    without native bf16 oneDNN either refuses it (AVX2) or emulates it, slowly (AVX-512)."""
     try:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
             nn.LSTM(4, 4, 2).to(device)(torch.zeros(3, 2, 4, device=device))[0].float().sum().backward()
@@ -165,9 +165,10 @@ def bf16_lstm_supported():
 
 def preferred_amp():
     """The fastest faithful numeric path here: ``'bfloat16'`` (forward passes under bf16
-    autocast) where the machine runs an LSTM in bf16, else ``None`` (fp32). ``make bench``
-    measures both, side by side, with the largest difference of their batch losses."""
-    return 'bfloat16' if bf16_lstm_supported() else None
+    autocast) on a GPU that runs it and on a CPU with native bf16 (AMX or avx512_bf16), else
+    ``None`` (fp32). ``make bench`` times both paths side by side and prints this choice."""
+    native = device.type != 'cpu' or instruction_set() in NATIVE_BF16
+    return 'bfloat16' if native and bf16_lstm_supported() else None
 
 
 def numeric_path(amp):
@@ -189,22 +190,33 @@ def _hardware():
     return f'{cpu}, {torch.get_num_threads()} threads'
 
 
-def _instruction_set():
-    """The CPU's widest instruction set for this work, from /proc/cpuinfo: 'AMX', 'avx512_bf16',
-    'AVX2' or 'unknown' (what decides whether an LSTM runs in bf16 here)."""
+def cpu_flags():
+    """The CPU's feature flags, from /proc/cpuinfo (none where there is no such file)."""
     try:
-        flags = next((line.split(':', 1)[1].split() for line in open('/proc/cpuinfo')
-                      if line.startswith('flags')), [])
+        with open('/proc/cpuinfo') as f:
+            return next((line.split(':', 1)[1].split() for line in f if line.startswith('flags')), [])
     except OSError:
-        flags = []
-    return next((name for flag, name in (('amx_bf16', 'AMX'), ('avx512_bf16', 'avx512_bf16'),
-                                         ('avx2', 'AVX2')) if flag in flags), 'unknown')
+        return []
+
+
+#: The instruction sets that decide the numeric path, widest first: (the flag that shows it, its name).
+INSTRUCTION_SETS = (('amx_bf16', 'AMX'), ('avx512_bf16', 'avx512_bf16'), ('avx512f', 'AVX-512'),
+                    ('avx2', 'AVX2'))
+#: Those with bf16 in hardware: the only CPUs where bf16 autocast is faster than fp32.
+NATIVE_BF16 = {'AMX', 'avx512_bf16'}
+
+
+def instruction_set(flags=None):
+    """The CPU's widest instruction set for this work: 'AMX', 'avx512_bf16', 'AVX-512', 'AVX2'
+    or 'unknown' (arm64 and others), from ``flags`` or else the CPU's own."""
+    flags = cpu_flags() if flags is None else flags
+    return next((name for flag, name in INSTRUCTION_SETS if flag in flags), 'unknown')
 
 
 def where_this_runs(amp):
     """The provenance of an epoch trained here: hardware, the CPU's instruction set, device,
     numeric path, torch, commit."""
-    return {'hardware': _hardware(), 'instruction_set': _instruction_set(), 'device': device.type,
+    return {'hardware': _hardware(), 'instruction_set': instruction_set(), 'device': device.type,
             'amp': amp, 'torch': str(torch.__version__), 'commit': _commit()}
 
 
@@ -676,7 +688,9 @@ def main(argv=None):
     headline = not args.fp32 and config == CELL_CONFIGS[args.cell]
     amp = None if args.fp32 else preferred_amp()
     if not args.fp32 and amp is None and not args.ensemble:
-        print('bf16 autocast is not supported for the LSTM on this machine: training in fp32')
+        why = (f'this CPU ({instruction_set()}) has no native bf16' if device.type == 'cpu'
+               else f'bf16 autocast does not run on {device}')
+        print(f'{why}: training in fp32')
     state_dir = args.state_dir or DATA_DIR / ('full_run_tiny' if args.tiny else 'full_run') / name
     try:
         if not args.ensemble:           # measuring snapshots writes nothing

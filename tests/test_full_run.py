@@ -186,10 +186,30 @@ def test_bf16_autocast_trains_close_to_fp32(tmp_path):
     assert abs(bf16.valid_loss[-1] - fp32.valid_loss[-1]) < 0.02
 
 
-def test_the_numeric_path_is_chosen_by_what_the_machine_runs(monkeypatch):
-    assert train_full.preferred_amp() == ('bfloat16' if BF16 else None)
-    monkeypatch.setattr(train_full, 'bf16_lstm_supported', lambda: False)
+#: Each kind of CPU by its flags: (flags, its instruction set, the path where bf16 runs at all).
+CPU_KINDS = [
+    (['sse2', 'avx2', 'fma'], 'AVX2', None),
+    (['avx2', 'avx512f', 'avx512bw', 'avx512_vnni'], 'AVX-512', None),       # bf16 only emulated
+    (['avx2', 'avx512f', 'avx512_bf16'], 'avx512_bf16', 'bfloat16'),
+    (['avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16'], 'AMX', 'bfloat16'),
+    ([], 'unknown', None),                                                     # arm64, or no /proc/cpuinfo
+]
+
+
+@pytest.mark.parametrize('flags, isa, amp', CPU_KINDS)
+def test_the_numeric_path_is_bf16_only_where_the_cpu_has_it_natively(flags, isa, amp, monkeypatch):
+    monkeypatch.setattr(train_full, 'device', torch.device('cpu'))
+    monkeypatch.setattr(train_full, 'cpu_flags', lambda: flags)
+    monkeypatch.setattr(train_full, 'bf16_lstm_supported', lambda: True)     # even where it runs
+    assert train_full.instruction_set() == isa
+    assert train_full.preferred_amp() == amp
+    monkeypatch.setattr(train_full, 'bf16_lstm_supported', lambda: False)    # and never where it cannot
     assert train_full.preferred_amp() is None
+
+
+def test_the_numeric_path_here_follows_this_cpus_flags():
+    native = train_full.instruction_set() in train_full.NATIVE_BF16
+    assert train_full.preferred_amp() == ('bfloat16' if native and BF16 else None)
 
 
 def test_shipped_checkpoint_loads_weights_only_and_reproduces_its_loss(tmp_path):
@@ -834,11 +854,23 @@ def test_a_bad_regularisation_setting_is_refused_before_anything_runs(argv, word
     assert re.search(words, capsys.readouterr().err)
 
 
-def test_each_epoch_records_the_cpus_instruction_set(tmp_path):
+@pytest.mark.parametrize('flags, isa, amp', CPU_KINDS)
+def test_each_epoch_records_the_cpus_instruction_set(flags, isa, amp, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_full, 'cpu_flags', lambda: flags)
     _, _, record = _train(tmp_path / 's.pt', stop_after=1)
-    isa = record['epochs'][0]['instruction_set']
-    # what decides the numeric path: bf16 runs exactly where the CPU has AMX or avx512_bf16
-    assert isa in ({'AMX', 'avx512_bf16'} if BF16 else {'AVX2', 'unknown'})
+    assert record['epochs'][0]['instruction_set'] == isa
+    assert record['epochs'][0]['amp'] is None                 # _train's path, fp32, recorded beside it
+
+
+def test_the_cpus_flags_are_read_from_proc_cpuinfo(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text('processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512f\n\n')
+    real_open = open
+    monkeypatch.setattr('builtins.open', lambda path, *a, **k: real_open(cpuinfo if path == '/proc/cpuinfo' else path, *a, **k))
+    assert train_full.cpu_flags() == ['fpu', 'avx2', 'avx512f']
+    assert train_full.instruction_set() == 'AVX-512'
+    cpuinfo.unlink()                                           # no such file: no flags, an unknown CPU
+    assert train_full.cpu_flags() == [] and train_full.instruction_set() == 'unknown'
 
 
 def test_a_snapshot_ensemble_averages_the_snapshots_probabilities(tmp_path):
