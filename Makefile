@@ -1,4 +1,4 @@
-# Two commands for readers: `make run` and `make test`. See README.
+# Two commands for readers: `make run` and `make test`. See README.md and CONTRIBUTING.md.
 PYTHON   ?= python3
 # The torch requirement: `make test TORCH=torch==2.13.0` takes a CPU build where one is on disk;
 # for a GPU see README.
@@ -11,7 +11,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 # notebooks executed by make never show progress bars (they would land in the outputs)
 export PRESIDENTIAL_PROGRESS := 0
 
-.PHONY: setup run offline tiny tiny-offline test unit refresh bench mutate images clean full-lstm full-gru full-tiny
+.PHONY: setup run offline tiny tiny-offline test unit refresh bench mutate images docs clean full-lstm full-gru full-tiny
 
 setup: $(STAMP)
 
@@ -64,7 +64,7 @@ tiny-offline: $(STAMP)
 	PRESIDENTIAL_FULL_CONFIG=tiny $(MAKE) offline OFFLINE_BUILD=build/tiny-offline \
 	  OFFLINE_NOTEBOOKS="$(sort $(CORPUS_NOTEBOOKS) $(FULL_CONFIG_NOTEBOOKS))"
 
-# The original's 3 x 512 LSTM (and the GRU) of notebook 03, 31 epochs, resumable: see README.
+# The original's 3 x 512 LSTM (and the GRU) of notebook 03, 31 epochs, resumable: see docs/full_runs.md.
 full-lstm: $(STAMP)
 	$(PY) train_full.py lstm
 full-gru: $(STAMP)
@@ -75,9 +75,8 @@ full-tiny: $(STAMP)
 	  $(PY) train_full.py lstm --tiny --order 1 --vary-bptt --seed 3 && $(PY) train_full.py awd --tiny
 
 # Unit tests, then every notebook under nbval, one after another with torch's threads. TEST_JOBS=2
-# runs two test files or notebooks at a time (pytest-xdist, one thread each: conftest.py); on the
-# 2-core avx512_bf16 machine that took as long (1132 s against 1131 s, README), so it is not the default;
-# CI passes TEST_JOBS=2, which looked faster on an AVX2-only machine (an estimate, README's "CI").
+# runs two test files or notebooks at a time (pytest-xdist, one thread each: conftest.py), as CI
+# does (CONTRIBUTING.md, "CI").
 TEST_JOBS ?= 0
 test: $(STAMP)
 	$(PY) -m pytest $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadscope)
@@ -95,12 +94,12 @@ refresh: $(STAMP)
 bench: $(STAMP)
 	$(PY) tests/benchmarks.py
 
-# Mutation testing (not in CI: more than half an hour here). mutmut (a dev tool, installed here, not in
+# Mutation testing (not in CI: it takes more than half an hour on two cores). mutmut (a dev tool, installed here, not in
 # requirements.txt) copies utils.py, train_full.py and awd_lstm.py into mutants/, makes one small change at a
 # time (a + for a -, another constant, a dropped argument) and runs the unit tests that cover the
 # changed function; a change no test notices is a gap in the tests, or an equivalent listed with
 # its reason in tests/mutmut-equivalents.md. MUTANTS: the functions the notebooks and the full
-# run rely on (the README gives the score); `make mutate MUTANTS=` mutates every function.
+# run rely on (CONTRIBUTING.md gives the score); `make mutate MUTANTS=` mutates every function.
 # One thread per test process (torch's thread pool does not survive mutmut's fork).
 MUTMUT := mutmut==3.8.1
 MUTANTS ?= 'utils.xǁCharVocabǁ*' 'utils.xǁBatchLoaderǁ*' 'utils.xǁArraysDataǁ*' \
@@ -119,6 +118,11 @@ mutate: $(STAMP)
 
 images: $(STAMP)
 	$(PY) images/draw_diagrams.py
+
+# The tables in docs/full_runs.md and CONTRIBUTING.md, and the README's picture, from
+# models/runs/*.json and the stored notebooks (tests/test_docs.py checks them by regenerating).
+docs: $(STAMP)
+	$(PY) docs/generate.py
 
 clean:
 	rm -rf build mutants

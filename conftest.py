@@ -32,7 +32,7 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_terminal_summary(terminalreporter):
-    # seconds per notebook and per test file: where make test's time goes (README cites them)
+    # seconds per notebook and per test file: where make test's time goes (CONTRIBUTING.md cites them)
     if _seconds_per_file:
         terminalreporter.section('seconds per file')
         for path, seconds in sorted(_seconds_per_file.items()):

@@ -2,7 +2,7 @@
 offline fallback: the plumbing behind ``load_speeches``, which the notebooks and
 ``train_full.py`` import from ``utils`` (with ``DATA_DIR`` and ``CORPUS_FOLDER``).
 
-``get_data`` downloads the corpus as a browser would and keeps the promises README lists under
+``get_data`` downloads the corpus as a browser would and keeps the promises docs/data.md lists under
 "Download": a corpus folder counts only when complete, several processes may download into one
 folder at once, nothing half-written is left, nothing good is deleted, a deadline bounds the
 whole exchange, a download may bring at most 200 MiB, and every failure is a

@@ -19,7 +19,7 @@ or AMX; ``make bench`` compares it with fp32 on identical batches), in fp32 else
 A run is named by its cell, speech order, model seed and the options that change its
 arithmetic (``run_name``): ``--order SEED`` joins the speech files in a seeded random order
 (sorted by default), ``--seed`` sets the model's seed, ``--vary-bptt`` uses the original
-library's varied sequence lengths and batch count, ``--fp32`` forces fp32. README lists every
+library's varied sequence lengths and batch count, ``--fp32`` forces fp32. docs/full_runs.md lists every
 difference between this run and the original's procedure, and which option measures it.
 
 After every epoch it saves model, optimiser, scheduler, random states, history, a fingerprint
@@ -82,7 +82,7 @@ ORIGINAL_CONFIG = dict(n_fac=42, n_hidden=512, n_layers=3, dropout=0.5, bs=64, b
 CONFIG_DEFAULTS = dict(order_seed=None, vary_bptt=False)
 #: The configuration of each cell. The GRU, which the original never trained, learns at 3e-3:
 #: an earlier run at the LSTM's 1e-2 went badly in its first two epochs and was stopped; its
-#: output was not kept, so no figure of it is quoted (README).
+#: output was not kept, so no figure of it is quoted.
 #: The regularised LSTM ('awd') trains with the original's sizes and schedule and its own
 #: settings (``awd_lstm.AWD_CONFIG``).
 CELL_CONFIGS = {'lstm': ORIGINAL_CONFIG, 'gru': dict(ORIGINAL_CONFIG, lr=3e-3),
@@ -705,7 +705,7 @@ def main(argv=None):
 
     speeches = load_speeches('obama', order=config['order_seed'])
     if not speeches.is_full_corpus and not args.tiny:
-        sys.exit('The full run needs the Grammar Lab corpus (see README, "The data"); '
+        sys.exit('The full run needs the Grammar Lab corpus (see docs/data.md); '
                  'only --tiny runs on the offline fallback.')
     vocab = CharVocab(speeches)
     ids = vocab.encode(speeches)
@@ -718,7 +718,7 @@ def main(argv=None):
                  f'{len(ids):,} characters, from the {speeches.source}) is too short for this '
                  f'configuration: it needs more than {needed:,} characters ({n_train:,} for '
                  f'training, then at least {2 * config["bs"]} for validation). Is the corpus '
-                 f'complete? See README, "The data".')
+                 f'complete? See docs/data.md.')
     if args.ensemble:
         paths = sorted(state_dir.glob(f'{args.cell}_cycle_end_epoch*.pt'))
         if not paths:

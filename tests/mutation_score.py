@@ -8,7 +8,7 @@ and in all, the mutants killed (a test failed; a timeout or a crash of the tests
 segfault, counts as killed: the tests noticed; but a listed equivalent that timed out stays an
 equivalent, its timeout being mutmut's CPU-time limit, not a test),
 the equivalents, and every other survivor by name: those are gaps in the tests. The score is
-killed / (mutants - equivalents); the README cites it. Exits 1 if any mutant was not checked."""
+killed / (mutants - equivalents); CONTRIBUTING.md cites it. Exits 1 if any mutant was not checked."""
 import fnmatch
 import re
 import sys

@@ -941,18 +941,3 @@ def test_each_shipped_run_history_is_whole_and_named_by_what_it_records(path):
     assert doc['valid_files'] and all(re.fullmatch(r'obama_speeches_\d{3}\.txt', f) for f in doc['valid_files'])
     if doc['fp32_forced']:
         assert all(e['amp'] is None for e in doc['epochs'])
-
-
-def test_readme_lists_every_shipped_run_with_the_figures_its_history_holds():
-    # README's table of finished runs: one row per models/runs/*.json, its figures as recorded
-    readme = (train_full.ROOT / 'README.md').read_text()
-    rows = dict(re.findall(r'^\| `((?:lstm|gru|awd)_[\w.]+)`[^|]*\|(.*)$', readme, re.M))
-    runs = sorted((train_full.ROOT / 'models' / 'runs').glob('*.json'))
-    assert sorted(rows) == [p.stem for p in runs], 'README\'s table of runs and models/runs/ differ'
-    for path in runs:
-        doc = json.loads(path.read_text())
-        cells = [c.strip() for c in rows[path.stem].split('|')]
-        valid, train = doc['valid_loss_final_fp16_weights'], doc['train_loss'][-1]
-        figures = [f'{valid:.3f}', f'{train:.3f}', f'{valid - train:.3f}', str(len(doc['valid_files'])),
-                   f"{doc['wall_seconds'] / 60:.1f}"]
-        assert all(f in cells for f in figures), (path.stem, figures, cells)

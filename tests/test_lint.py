@@ -10,7 +10,7 @@ from pyflakes.reporter import Reporter
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted([ROOT / 'utils.py', ROOT / 'corpus.py', ROOT / 'awd_lstm.py', ROOT / 'train_full.py', ROOT / 'conftest.py',
-                  ROOT / 'images' / 'draw_diagrams.py', *ROOT.glob('tests/*.py')])
+                  ROOT / 'images' / 'draw_diagrams.py', ROOT / 'docs' / 'generate.py', *ROOT.glob('tests/*.py')])
 NOTEBOOKS = sorted(ROOT.glob('notebooks/*.ipynb'))
 
 
@@ -176,7 +176,7 @@ def test_the_constants_check_finds_a_name_set_twice():
 
 
 def test_one_spelling_for_the_character_indices():
-    # README (Layout): ids, itos and stoi; the original's part 1 said idxs, idx2char and char2idx
+    # ids, itos and stoi (CONTRIBUTING.md); the original's part 1 said idxs, idx2char and char2idx
     other = re.compile(r'\b(idxs|idx2char|char2idx)\b')
     for path in SOURCES + NOTEBOOKS:
         if path.name != Path(__file__).name:
@@ -185,7 +185,7 @@ def test_one_spelling_for_the_character_indices():
 
 
 def test_utils_stays_small_with_the_teaching_code_first():
-    # issue 33's bounds: a learner opening utils.py meets the vocabulary, the loaders and fit in
+    # the bounds: a learner opening utils.py meets the vocabulary, the loaders and fit in
     # a teaching half of at most 600 lines, then the plumbing, and no download code at all
     lines = (ROOT / 'utils.py').read_text().splitlines()
     banner = next(i for i, line in enumerate(lines) if line.startswith('# ====='))
