@@ -1,8 +1,9 @@
 # Two commands for readers: `make run` and `make test`. See README.md and CONTRIBUTING.md.
 PYTHON   ?= python3
-# The torch requirement: `make test TORCH=torch==2.13.0` takes a CPU build where one is on disk;
-# for a GPU see README.
+# The torch requirement: `make test TORCH=torch==2.13.0` takes a CPU build where one is on disk.
+# TORCH_INDEX: where torch alone comes from, e.g. PyTorch's CPU wheels (README, "Quick start").
 TORCH    ?= torch
+TORCH_INDEX ?=
 VENV     := .venv
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
@@ -22,6 +23,7 @@ CONSTRAINTS ?= constraints.txt
 $(STAMP): requirements.txt $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install -q "$(TORCH)" --index-url "$(TORCH_INDEX)")
 	$(PY) -m pip install -q "$(TORCH)" -r requirements.txt $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 	touch $(STAMP)
 
