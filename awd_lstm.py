@@ -12,9 +12,9 @@ from torch import nn
 from utils import FULL_SIZE_MODELS, CharSeqStatefulRNN, seq_nll
 
 #: The regularised LSTM's default settings, those of ``train_full.py awd`` (a variant changes some
-#: with ``--awd``): the character-level rates of the AWD-LSTM paper's code, embedding dropout, AR
-#: and TAR at 0 (implemented, off) among them, except that the decoder is not tied. Notebook 08
-#: records a small probe of other rates and the full-size variants.
+#: with ``--awd``): the character-level Penn Treebank rates of the AWD-LSTM code
+#: (salesforce/awd-lstm-lm), embedding dropout, AR and TAR at 0 (implemented, off) among them,
+#: except that the decoder is not tied (that code ties it). Notebook 08 compares the variants.
 AWD_CONFIG = dict(dropouti=0.1, dropouth=0.25, dropoute=0.0, wdrop=0.5, alpha=0.0, beta=0.0, tie=False,
                   dropout=0.1)
 

@@ -194,3 +194,20 @@ def test_utils_stays_small_with_the_teaching_code_first():
     assert banner <= 600 and len(lines) <= 1000, (banner, len(lines))   # banner: lines above it
     assert all(defined[name] < banner for name in ('CharVocab', 'LanguageModelLoader', 'fit'))
     assert not any(re.search(r'\brequests\b|zipfile|def get_data', line) for line in lines)
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
+def test_the_prose_reads_in_short_sentences(path):
+    # tests/prose_stats.py's measures: a learner can follow a 20-word sentence, not a 100-word one
+    from prose_stats import measure
+    m = measure(path)
+    assert m['mean sentence'] <= 22 and m['longest'] <= 60 and m['over 40 words'] <= 3, m
+    assert m['opening cell'] <= 200, m['opening cell']
+
+
+def test_the_prose_measure_splits_sentences_and_leaves_code_out():
+    from prose_stats import sentences
+    text = ('# A heading is left out\nOne two three. Four five?\n\n- a list item\n- another one\n\n'
+            '```python\nx = 1. y = 2\n```\n| a | table |\nAt $x^2 + 1$ it ends.')
+    assert [' '.join(s) for s in sentences(text)] == [
+        'One two three.', 'Four five?', 'a list item', 'another one', 'At x it ends.']
