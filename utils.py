@@ -1,8 +1,9 @@
 """What several notebooks of "Talk like the President" share: first the teaching code, in the
 order the series meets it (characters, batching, training, generation, search, what a model
-learned, speech text, shared models), then, behind one banner, the plumbing no lesson reads
-(checks, device, plots, checkpoints, the page's corpus). The speeches of a president, their
-download and fallback are ``corpus.py``: ``load_speeches``, ``DATA_DIR``, ``CORPUS_FOLDER`` come from it.
+learned, shared models), then, behind one banner, the plumbing no lesson reads (checks, device,
+plots, checkpoints, the page's corpus). The speeches of a president, their cleaning, download and
+fallback are ``corpus.py``, which imports no module of the project: ``load_speeches``,
+``preprocess_speech``, ``DATA_DIR``, ``CORPUS_FOLDER`` and ``progress_enabled`` come from it.
 
 Which notebooks use each public name (tests/test_lint.py keeps this table true):
 
@@ -56,7 +57,6 @@ import contextlib
 import math
 import numbers
 import random
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -503,25 +503,6 @@ def reads_from_zero(model):
     return lambda emb: torch.log_softmax(model.l_out(model.rnn(emb)[0]), dim=-1)
 
 
-# ----------------------------------------------------------------- speech text
-
-def preprocess_speech(path, greedy_tags=True, loose_entities=True):
-    """One speech file as one line of clean text, by the original's rules, quirks included: skip
-    two header lines; remove ``<...>`` greedily (first ``<`` to last ``>``); ``&...;`` becomes a
-    space (a bare ``&`` runs to the next ``;``); dashes between spaces become `` - ``; drop lines of
-    two characters or fewer. ``greedy_tags=False`` and ``loose_entities=False`` (only real
-    entities) measure what the quirks cost."""
-    kept = []
-    for line in _speech_lines(path)[2:]:
-        line = re.sub('<.*>' if greedy_tags else '<.*?>', '', line)
-        line = re.sub('&.*?;' if loose_entities else r'&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);', ' ', line)
-        line = re.sub(r' [-+\s*-*]+ ', ' - ', line)
-        line = line.rstrip()
-        if len(line) > 2:
-            kept.append(line)
-    return re.sub(r'\s+', ' ', ' '.join(kept))
-
-
 # --------------------------------------------------------------- shared models
 
 class CalculatorWithNonlinearities(torch.nn.Module):
@@ -608,8 +589,9 @@ import errno
 import os
 import tempfile
 
-# what the series uses of corpus.py, imported from here: load_speeches, and where the corpus lies
-from corpus import CORPUS_FOLDER, DATA_DIR, load_speeches
+# what the series uses of corpus.py, imported from here: the speeches and their cleaning, where
+# the corpus lies, and the progress switch (corpus.py imports no module of the project)
+from corpus import CORPUS_FOLDER, DATA_DIR, load_speeches, preprocess_speech, progress_enabled
 
 
 # --------------------------------------------------------- checks of arguments
@@ -675,17 +657,6 @@ def _without_overflow(probs, logits, temperature):
         return probs
     shifted = logits.double() - logits.double().max()
     return torch.softmax(shifted / temperature, dim=-1).float()
-
-
-def _speech_lines(path):
-    """The lines of a speech file, or an error saying it is damaged and what to do."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            return f.read().splitlines()
-    except UnicodeDecodeError as e:
-        raise ValueError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start}): the file is '
-                         f'damaged. Move the folder "{Path(path).parents[1]}" aside (e.g. rename '
-                         f'it) and run again to download the corpus afresh.') from e
 
 
 def _check_output_size(log_probs, vocab):
@@ -781,14 +752,6 @@ def configuration():
                          f'configuration), 0 (the reduced CPU one) or tiny (the full one\'s code '
                          f'at a tiny size), or unset it')
     return 'full' if device.type == 'cuda' else 'cpu'
-
-
-def progress_enabled():
-    """Progress bars are on unless ``PRESIDENTIAL_PROGRESS`` is 0, false, no or off (any case,
-    spaces ignored). ``make`` and the test configuration set it, so that bars never reach
-    stored or compared outputs."""
-    value = os.environ.get('PRESIDENTIAL_PROGRESS', '1').strip().lower()
-    return value not in ('0', 'false', 'no', 'off', 'n', 'f')
 
 
 # ----------------------------------------------------------------------- plots

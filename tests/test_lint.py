@@ -45,7 +45,19 @@ def test_pyflakes_is_clean(path):
 
 #: Names a module imports only for others to import from it: utils passes on what the
 #: notebooks use of corpus.py, so that they import from one module.
-REEXPORTS = {'utils.py': ('corpus.CORPUS_FOLDER', 'corpus.DATA_DIR')}
+REEXPORTS = {'utils.py': ('corpus.CORPUS_FOLDER', 'corpus.DATA_DIR', 'corpus.preprocess_speech')}
+
+
+def test_the_corpus_module_imports_no_module_of_the_project():
+    # one direction only: utils passes on what it needs of corpus.py, never the other way round
+    import ast
+    project = {path.stem for path in ROOT.glob('*.py')}
+    tree = ast.parse((ROOT / 'corpus.py').read_text())
+    imported = {alias.name.split('.')[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split('.')[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert not imported & project, imported & project
 
 
 def test_the_linter_finds_what_it_should():
