@@ -1,4 +1,5 @@
-"""Helpers the unit tests share: the zips and servers of the download tests, small data and models.
+"""Helpers the unit tests share: the zips and servers of the download tests, small data and models,
+and full-size runs at a tiny size.
 The fixtures that use them live in the repository's conftest.py."""
 import io
 import sys
@@ -16,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import corpus  # noqa: E402
+import train_full  # noqa: E402
 import utils  # noqa: E402
 
 SPEECH = ('<title="Remarks">\n<date="January 1, 2009">\n'
@@ -133,3 +135,25 @@ def tiny_data(n=600):
     xs = g.integers(0, 5, size=(n, 2))
     return utils.ArraysData.from_arrays(utils.last_rows(n, 100), xs, xs[:, 0],
                                         bs=32, seed=0)
+
+
+# --------------------------------------------------- small full-size runs (train_full.py)
+
+CONFIG = dict(train_full.TINY_CONFIG, n_fac=4, n_hidden=8, n_layers=2, bs=4, bptt=10,
+              cycles=2)          # 1 + 2 = 3 epochs
+
+
+def text_ids(n, seed=0):
+    """``n`` character ids of a text with structure to learn: a repeated phrase with random
+    letters in between."""
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random(n) < 0.7, np.arange(n) % 7, rng.integers(0, 12, n)).astype(np.int64)
+
+
+def train_small(path, stop_after=None, config=CONFIG, cell='lstm', train_ids=None, valid_ids=None,
+                verbose=False, **kwargs):
+    """``train_full.train`` of ``cell`` at a tiny size (3 epochs, seconds), its state in ``path``."""
+    train_ids = text_ids(1200) if train_ids is None else train_ids
+    valid_ids = text_ids(400, seed=1) if valid_ids is None else valid_ids
+    return train_full.train(cell, train_ids, valid_ids, 12, config, path, stop_after=stop_after,
+                            verbose=verbose, **kwargs)

@@ -1,4 +1,5 @@
-"""The full run of notebook 03's original LSTM (train_full.py): resume, schedule, shipping."""
+"""The full run (train_full.py): resume, schedule, shipping, run names, the numeric path; the
+regularised LSTM's own pieces are tests/test_awd_lstm.py."""
 import json
 import math
 import os
@@ -9,46 +10,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
-
-import awd_lstm
 import corpus
 import train_full
 import utils
+from helpers import CONFIG, text_ids, train_small
 
-CONFIG = dict(train_full.TINY_CONFIG, n_fac=4, n_hidden=8, n_layers=2, bs=4, bptt=10,
-              cycles=2)          # 1 + 2 = 3 epochs
 BF16 = train_full.bf16_lstm_supported()
-
-
-def _ids(n, seed=0):
-    # a text with structure to learn: a repeated phrase with random letters in between
-    rng = np.random.default_rng(seed)
-    return np.where(rng.random(n) < 0.7, np.arange(n) % 7, rng.integers(0, 12, n)).astype(np.int64)
-
-
-def _train(path, stop_after=None, config=CONFIG, cell='lstm', train_ids=None, valid_ids=None,
-           verbose=False, **kwargs):
-    train_ids = _ids(1200) if train_ids is None else train_ids
-    valid_ids = _ids(400, seed=1) if valid_ids is None else valid_ids
-    return train_full.train(cell, train_ids, valid_ids, 12, config, path, stop_after=stop_after,
-                            verbose=verbose, **kwargs)
 
 
 @pytest.mark.parametrize('cell', ['lstm', 'gru'])
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, cell):
-    _, whole, whole_record = _train(tmp_path / 'a.pt', cell=cell)
-    _, first, _ = _train(tmp_path / 'b.pt', stop_after=1, cell=cell)
+    _, whole, whole_record = train_small(tmp_path / 'a.pt', cell=cell)
+    _, first, _ = train_small(tmp_path / 'b.pt', stop_after=1, cell=cell)
     assert len(first.epoch) == 1
-    model, resumed, record = _train(tmp_path / 'b.pt', cell=cell)
+    model, resumed, record = train_small(tmp_path / 'b.pt', cell=cell)
     assert resumed.epoch == [0, 1, 2]
     assert resumed.batch_loss == whole.batch_loss          # dropout and all, bit for bit
     assert resumed.train_loss == whole.train_loss          # the moving average went on
     assert resumed.valid_loss == whole.valid_loss
     assert len(record['epochs']) == 3 and len(whole_record['epochs']) == 3
     assert record['wall_seconds'] == pytest.approx(sum(e['seconds'] for e in record['epochs']))
-    again, _, _ = _train(tmp_path / 'b.pt', cell=cell)      # finished: nothing more to do
+    again, _, _ = train_small(tmp_path / 'b.pt', cell=cell)      # finished: nothing more to do
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
                                                  model.state_dict().values()))
 
@@ -56,8 +38,8 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, cell):
 def test_the_resume_continues_the_moving_average_of_the_train_loss(tmp_path):
     # if the resumed call started a fresh average, its first epoch's figure would be the
     # debiased average of that epoch's batches alone
-    _, _, _ = _train(tmp_path / 's.pt', stop_after=1)
-    _, resumed, _ = _train(tmp_path / 's.pt', stop_after=2)
+    _, _, _ = train_small(tmp_path / 's.pt', stop_after=1)
+    _, resumed, _ = train_small(tmp_path / 's.pt', stop_after=2)
     fresh = utils.smooth(resumed.batch_loss[len(resumed.batch_loss) // 2:])[-1]
     continued = utils.smooth(resumed.batch_loss)[-1]
     assert resumed.train_loss[1] == pytest.approx(continued, rel=1e-9)
@@ -69,26 +51,26 @@ def _no_delete(message):
 
 
 def test_resume_refuses_another_configuration_naming_the_key(tmp_path):
-    _train(tmp_path / 's.pt', stop_after=1)
+    train_small(tmp_path / 's.pt', stop_after=1)
     with pytest.raises(train_full.StateMismatch, match=r"config 'lr': 0\.01 in the state, 0\.001 now") as e:
-        _train(tmp_path / 's.pt', config=dict(CONFIG, lr=1e-3))
+        train_small(tmp_path / 's.pt', config=dict(CONFIG, lr=1e-3))
     assert _no_delete(str(e.value))
     with pytest.raises(train_full.StateMismatch, match="cell: 'lstm' in the state, 'gru' now"):
-        _train(tmp_path / 's.pt', cell='gru')
+        train_small(tmp_path / 's.pt', cell='gru')
 
 
 def test_resume_refuses_another_text_and_another_vocabulary(tmp_path):
     vocab = list('abcdefghijkl')
-    _train(tmp_path / 's.pt', stop_after=1, vocab=vocab)
-    other = _ids(1200, seed=5)                             # same characters, another text
+    train_small(tmp_path / 's.pt', stop_after=1, vocab=vocab)
+    other = text_ids(1200, seed=5)                             # same characters, another text
     with pytest.raises(train_full.StateMismatch, match="text 'train'") as e:
-        _train(tmp_path / 's.pt', train_ids=other, vocab=vocab)
+        train_small(tmp_path / 's.pt', train_ids=other, vocab=vocab)
     assert 'valid' not in str(e.value).split('differs in')[1]     # only what differs is named
     with pytest.raises(train_full.StateMismatch, match="text 'valid'"):
-        _train(tmp_path / 's.pt', valid_ids=_ids(400, seed=9), vocab=vocab)
+        train_small(tmp_path / 's.pt', valid_ids=text_ids(400, seed=9), vocab=vocab)
     with pytest.raises(train_full.StateMismatch, match="text 'vocab': 'abcdefghijkl' in the state, 'abcdefghijkm' now"):
-        _train(tmp_path / 's.pt', vocab=list('abcdefghijkm'))
-    _, history, _ = _train(tmp_path / 's.pt', vocab=vocab)  # the right text still resumes
+        train_small(tmp_path / 's.pt', vocab=list('abcdefghijkm'))
+    _, history, _ = train_small(tmp_path / 's.pt', vocab=vocab)  # the right text still resumes
     assert history.epoch == [0, 1, 2]
 
 
@@ -102,7 +84,7 @@ def test_a_file_that_is_not_a_state_is_refused_by_name(tmp_path, content, words)
     path = tmp_path / 's.pt'
     torch.save(content, path)
     with pytest.raises(train_full.StateMismatch, match=re.escape(words)) as e:
-        _train(path)
+        train_small(path)
     assert _no_delete(str(e.value))
     assert torch.load(path, weights_only=True) is not None    # left as it was
 
@@ -112,50 +94,50 @@ def test_a_bad_state_folder_is_refused_before_any_training(tmp_path, monkeypatch
     a_file = tmp_path / 'file'
     a_file.write_text('x')
     with pytest.raises(NotADirectoryError, match='is a file, not a folder'):
-        _train(a_file / 's.pt')
+        train_small(a_file / 's.pt')
     read_only = tmp_path / 'ro'
     read_only.mkdir()
     read_only.chmod(0o555)
     if os.access(read_only, os.W_OK):                      # root ignores the mode bits
         read_only = Path('/proc/self')
     with pytest.raises(PermissionError, match='is not writable'):
-        _train(read_only / 's.pt')
+        train_small(read_only / 's.pt')
     with pytest.raises(SystemExit, match='is a file, not a folder'):
         train_full.main(['lstm', '--tiny', '--state-dir', str(a_file)])
 
 
 def test_a_rerun_removes_what_a_killed_save_left(tmp_path):
-    _train(tmp_path / 's.pt', stop_after=1)
+    train_small(tmp_path / 's.pt', stop_after=1)
     stale = tmp_path / 's.pt.k3j2x.tmp'                    # the name save_checkpoint gives
     stale.write_bytes(b'half a state')
     other = tmp_path / 'other.pt.k3j2x.tmp'                # another file's: not ours to remove
     other.write_bytes(b'x')
-    _, history, _ = _train(tmp_path / 's.pt', stop_after=2)
+    _, history, _ = train_small(tmp_path / 's.pt', stop_after=2)
     assert not stale.exists() and other.exists() and history.epoch == [0, 1]
 
 
 def test_a_run_that_moves_records_where_each_epoch_ran(tmp_path, monkeypatch, capsys):
-    _train(tmp_path / 's.pt', stop_after=1)
+    train_small(tmp_path / 's.pt', stop_after=1)
     monkeypatch.setattr(train_full, '_hardware', lambda: 'another machine, 8 threads')
     amp = 'bfloat16' if BF16 else None
-    train_full.train('lstm', _ids(1200), _ids(400, seed=1), 12, CONFIG, tmp_path / 's.pt',
+    train_full.train('lstm', text_ids(1200), text_ids(400, seed=1), 12, CONFIG, tmp_path / 's.pt',
                      stop_after=2, amp=amp)
     out = capsys.readouterr().out
     assert 'this run moves: epochs 0 in fp32 on' in out
     assert f'continues in {train_full.numeric_path(amp)} on another machine, 8 threads' in out
-    _, _, record = _train(tmp_path / 's.pt', amp=amp)
+    _, _, record = train_small(tmp_path / 's.pt', amp=amp)
     places = [(e['hardware'], e['amp']) for e in record['epochs']]
     assert places[0][0] != 'another machine, 8 threads'
     assert places[1:] == [('another machine, 8 threads', amp)] * 2
 
 
 def test_a_rerun_of_a_finished_run_keeps_where_it_was_trained(tmp_path, monkeypatch):
-    model, history, record = _train(tmp_path / 's.pt')
+    model, history, record = train_small(tmp_path / 's.pt')
     trained_on = record['epochs'][0]['hardware']
     monkeypatch.setattr(train_full, '_hardware', lambda: 'the machine that reruns')
-    model, history, record = _train(tmp_path / 's.pt')     # nothing left to train
+    model, history, record = train_small(tmp_path / 's.pt')     # nothing left to train
     train_full.ship('lstm', model, history, record, utils.CharVocab('abcdefghijkl'),
-                    _ids(400, seed=1), CONFIG, tmp_path / 'ship.pt')
+                    text_ids(400, seed=1), CONFIG, tmp_path / 'ship.pt')
     ck = torch.load(tmp_path / 'ship.pt', weights_only=True)
     assert ck['hardware'] == trained_on and len(ck['epochs']) == 3
     assert all(e['hardware'] == trained_on for e in ck['epochs'])
@@ -167,10 +149,10 @@ def test_each_epoch_trains_under_the_autocast_and_clip_it_was_given(tmp_path, mo
     asked, real_fit = [], train_full.fit
     monkeypatch.setattr(train_full, 'fit', lambda *a, **k: (asked.append((k['amp_dtype'], k['clip'])),
                                                             real_fit(*a, **dict(k, amp_dtype=None)))[1])
-    _train(tmp_path / 's.pt', stop_after=1, amp='bfloat16', clip=0.5, verbose=True)
+    train_small(tmp_path / 's.pt', stop_after=1, amp='bfloat16', clip=0.5, verbose=True)
     assert 'in bfloat16 autocast' in capsys.readouterr().out.split('\n')[0]
-    _train(tmp_path / 's.pt', stop_after=2, amp=None)
-    _, _, record = _train(tmp_path / 's.pt', amp='bfloat16', verbose=True)     # back where it began
+    train_small(tmp_path / 's.pt', stop_after=2, amp=None)
+    _, _, record = train_small(tmp_path / 's.pt', amp='bfloat16', verbose=True)     # back where it began
     assert 'it continues in bfloat16 autocast on' in capsys.readouterr().out
     assert asked == [(torch.bfloat16, 0.5), (None, None), (torch.bfloat16, None)]
     assert [(e['amp'], e['clip']) for e in record['epochs']] == [('bfloat16', 0.5), (None, None), ('bfloat16', None)]
@@ -178,8 +160,8 @@ def test_each_epoch_trains_under_the_autocast_and_clip_it_was_given(tmp_path, mo
 
 @pytest.mark.skipif(not BF16, reason='this CPU cannot run an LSTM in bf16 (no avx512_bf16 or AMX)')
 def test_bf16_autocast_trains_close_to_fp32(tmp_path):
-    _, fp32, _ = _train(tmp_path / 'a.pt')
-    _, bf16, record = _train(tmp_path / 'b.pt', amp='bfloat16')
+    _, fp32, _ = train_small(tmp_path / 'a.pt')
+    _, bf16, record = train_small(tmp_path / 'b.pt', amp='bfloat16')
     assert {e['amp'] for e in record['epochs']} == {'bfloat16'}
     assert bf16.batch_loss != fp32.batch_loss              # another numeric path really ran
     assert max(abs(a - b) for a, b in zip(bf16.batch_loss, fp32.batch_loss)) < 0.05
@@ -213,9 +195,9 @@ def test_the_numeric_path_here_follows_this_cpus_flags():
 
 
 def test_shipped_checkpoint_loads_weights_only_and_reproduces_its_loss(tmp_path):
-    valid_ids = _ids(400, seed=1)
+    valid_ids = text_ids(400, seed=1)
     vocab = utils.CharVocab('abcdefghijkl')
-    model, history, record = _train(tmp_path / 's.pt')
+    model, history, record = train_small(tmp_path / 's.pt')
     path = tmp_path / 'ship.pt'
     recorded = train_full.ship('lstm', model, history, record, vocab, valid_ids, CONFIG, path)
     ck = torch.load(path, weights_only=True)
@@ -240,7 +222,7 @@ def test_shipped_checkpoint_loads_weights_only_and_reproduces_its_loss(tmp_path)
 
 
 def test_load_shipped_refuses_a_run_state_by_name(tmp_path):
-    _train(tmp_path / 's.pt')
+    train_small(tmp_path / 's.pt')
     with pytest.raises(ValueError, match=r'not a checkpoint shipped by train_full.py.*resumed by train_full.py'):
         utils.load_shipped(tmp_path / 's.pt')
 
@@ -301,22 +283,22 @@ def test_the_cuda_random_state_is_saved_and_restored(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'get_rng_state_all', lambda: [s.clone() for s in gpu_state])
     monkeypatch.setattr(torch.cuda, 'set_rng_state_all', lambda states: restored.append(states))
-    _train(tmp_path / 's.pt', stop_after=1)
+    train_small(tmp_path / 's.pt', stop_after=1)
     saved = utils.load_checkpoint(tmp_path / 's.pt')['rng_cuda']
     assert [s.tolist() for s in saved] == [[7, 8, 9]] and restored == []
     gpu_state[0] = torch.tensor([1, 2], dtype=torch.uint8)      # what the resumed epochs leave
-    _train(tmp_path / 's.pt', stop_after=2)
+    train_small(tmp_path / 's.pt', stop_after=2)
     assert [[s.tolist() for s in states] for states in restored] == [[[7, 8, 9]]]   # once, before epoch 2
     assert [s.tolist() for s in utils.load_checkpoint(tmp_path / 's.pt')['rng_cuda']] == [[1, 2]]
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)   # resumed where there is no GPU
-    _train(tmp_path / 's.pt', stop_after=3)
+    train_small(tmp_path / 's.pt', stop_after=3)
     assert len(restored) == 1                                          # nothing to restore it to
     assert utils.load_checkpoint(tmp_path / 's.pt')['rng_cuda'] == []   # nor to save
 
 
 def test_the_optimiser_and_schedule_follow_the_configuration(tmp_path):
     config = dict(CONFIG, lr=3e-3, weight_decay=1e-4, cycle_mult=1, cycles=3)     # 1 + 1 + 1 epochs
-    _, history, _ = _train(tmp_path / 's.pt', stop_after=2, config=config)
+    _, history, _ = train_small(tmp_path / 's.pt', stop_after=2, config=config)
     group = utils.load_checkpoint(tmp_path / 's.pt')['optimizer']['param_groups'][0]
     batches = len(history.batch_loss) // 2                             # per epoch
     assert group['initial_lr'] == 3e-3 and group['weight_decay'] == 1e-4
@@ -327,39 +309,39 @@ def test_the_optimiser_and_schedule_follow_the_configuration(tmp_path):
 
 def test_a_quiet_run_prints_nothing_and_a_verbose_one_says_how_it_runs(tmp_path, capsys):
     (tmp_path / 's.pt.x1y2.tmp').write_bytes(b'half a save')
-    _train(tmp_path / 's.pt', stop_after=1)
+    train_small(tmp_path / 's.pt', stop_after=1)
     assert capsys.readouterr().out == '' and not (tmp_path / 's.pt.x1y2.tmp').exists()
     (tmp_path / 'v.pt.a1b2.tmp').write_bytes(b'half a save')
     start = time.perf_counter()
-    _, _, record = _train(tmp_path / 'v.pt', stop_after=1, verbose=True, amp=None)
+    _, _, record = train_small(tmp_path / 'v.pt', stop_after=1, verbose=True, amp=None)
     elapsed = time.perf_counter() - start
     out = capsys.readouterr().out
     assert 'removed 1 unfinished save(s) of v.pt: v.pt.a1b2.tmp' in out
     assert re.search(r'lstm: \d+ batches per epoch, 3 epochs, on cpu in fp32', out)
     assert re.search(r'^\s+0\s+\d+\.\d{5}\s+\d+\.\d{5}', out, flags=re.M)       # fit's line for epoch 0
     assert 0 < record['epochs'][0]['seconds'] <= elapsed                # the epoch's own duration
-    _train(tmp_path / 'v.pt', stop_after=2, verbose=True)              # the same machine: no move
+    train_small(tmp_path / 'v.pt', stop_after=2, verbose=True)              # the same machine: no move
     out = capsys.readouterr().out
     assert 'resuming from' in out and 'this run moves' not in out
 
 
 def test_a_finished_run_on_another_machine_says_no_move(tmp_path, monkeypatch, capsys):
-    _train(tmp_path / 's.pt')
+    train_small(tmp_path / 's.pt')
     monkeypatch.setattr(train_full, '_hardware', lambda: 'another machine')
-    _train(tmp_path / 's.pt', verbose=True)                          # nothing left to train
+    train_small(tmp_path / 's.pt', verbose=True)                          # nothing left to train
     assert 'this run moves' not in capsys.readouterr().out
 
 
 @pytest.mark.skipif(not BF16, reason='this CPU cannot run an LSTM in bf16 (no avx512_bf16 or AMX)')
 def test_the_first_line_names_the_numeric_path(tmp_path, capsys):
-    _train(tmp_path / 's.pt', stop_after=1, verbose=True, amp='bfloat16')
+    train_small(tmp_path / 's.pt', stop_after=1, verbose=True, amp='bfloat16')
     assert 'in bfloat16 autocast' in capsys.readouterr().out.split('\n')[0]
 
 
 def test_a_state_of_another_vocabulary_size_is_refused_naming_the_file(tmp_path):
-    _train(tmp_path / 's.pt', stop_after=1)
+    train_small(tmp_path / 's.pt', stop_after=1)
     with pytest.raises(train_full.StateMismatch, match=r"^/.*/s\.pt belongs to another run; it differs in text 'vocab': '12 characters' in the state, '13 characters' now"):
-        train_full.train('lstm', _ids(1200), _ids(400, seed=1), 13, CONFIG, tmp_path / 's.pt', verbose=False)
+        train_full.train('lstm', text_ids(1200), text_ids(400, seed=1), 13, CONFIG, tmp_path / 's.pt', verbose=False)
 
 
 # --- speech orders, run names, cycle-end weights, run histories ----------------------------
@@ -416,23 +398,23 @@ def test_each_run_has_its_own_folder_and_only_the_headline_ships_to_models(tmp_p
 
 
 def test_a_state_from_before_speech_orders_resumes_as_the_sorted_order(tmp_path):
-    _train(tmp_path / 's.pt', stop_after=1, config=dict(CONFIG, order_seed=None))
+    train_small(tmp_path / 's.pt', stop_after=1, config=dict(CONFIG, order_seed=None))
     state = utils.load_checkpoint(tmp_path / 's.pt')
     del state['config']['order_seed']
     utils.save_checkpoint(state, tmp_path / 's.pt')
-    _, history, _ = _train(tmp_path / 's.pt', stop_after=2, config=dict(CONFIG, order_seed=None))
+    _, history, _ = train_small(tmp_path / 's.pt', stop_after=2, config=dict(CONFIG, order_seed=None))
     assert history.epoch == [0, 1]
     with pytest.raises(train_full.StateMismatch, match="config 'order_seed': None in the state, 4 now"):
-        _train(tmp_path / 's.pt', config=dict(CONFIG, order_seed=4))
+        train_small(tmp_path / 's.pt', config=dict(CONFIG, order_seed=4))
 
 
 def test_the_cycle_end_weights_are_kept_in_fp16(tmp_path):
     config = dict(CONFIG, cycles=3)                            # cycles end at epochs 0, 2 and 6
     assert train_full.cycle_ends(config) == [0, 2, 6]
     assert train_full.cycle_ends(train_full.ORIGINAL_CONFIG) == [0, 2, 6, 14, 30]
-    _, history, _ = _train(tmp_path / 's.pt', stop_after=2, config=config, vocab='abcdefghijkl')
+    _, history, _ = train_small(tmp_path / 's.pt', stop_after=2, config=config, vocab='abcdefghijkl')
     assert sorted(p.name for p in tmp_path.glob('*cycle_end*')) == ['lstm_cycle_end_epoch00.pt']
-    model, history, _ = _train(tmp_path / 's.pt', stop_after=3, config=config, vocab='abcdefghijkl')
+    model, history, _ = train_small(tmp_path / 's.pt', stop_after=3, config=config, vocab='abcdefghijkl')
     assert sorted(p.name for p in tmp_path.glob('*cycle_end*')) == ['lstm_cycle_end_epoch00.pt',
                                                                      'lstm_cycle_end_epoch02.pt']
     snap = torch.load(tmp_path / 'lstm_cycle_end_epoch02.pt', weights_only=True)
@@ -472,11 +454,11 @@ def test_a_joined_text_knows_which_speeches_lie_in_a_stretch():
 
 def test_a_run_with_the_original_varied_lengths_resumes_bit_for_bit(tmp_path):
     config = dict(CONFIG, vary_bptt=True)
-    _, whole, _ = _train(tmp_path / 'a.pt', config=config)
-    _train(tmp_path / 'b.pt', stop_after=1, config=config)
-    _, resumed, _ = _train(tmp_path / 'b.pt', config=config)
+    _, whole, _ = train_small(tmp_path / 'a.pt', config=config)
+    train_small(tmp_path / 'b.pt', stop_after=1, config=config)
+    _, resumed, _ = train_small(tmp_path / 'b.pt', config=config)
     assert resumed.batch_loss == whole.batch_loss and resumed.valid_loss == whole.valid_loss
-    fixed = _train(tmp_path / 'c.pt', config=CONFIG)[1]
+    fixed = train_small(tmp_path / 'c.pt', config=CONFIG)[1]
     batches = len(whole.batch_loss) // 3
     assert batches == 1200 // 4 // 10 - 1 and len(fixed.batch_loss) // 3 == 30   # 29 varied, 30 fixed
     assert train_full.run_name('lstm', config) == 'lstm_sorted_seed42_varybptt'
@@ -498,24 +480,24 @@ def _poison_last_batch(monkeypatch, value=float('nan')):
 
 
 def test_a_diverged_epoch_never_replaces_the_last_good_state(tmp_path, monkeypatch):
-    _train(tmp_path / 's.pt', stop_after=2)
+    train_small(tmp_path / 's.pt', stop_after=2)
     good = (tmp_path / 's.pt').read_bytes()
     _poison_last_batch(monkeypatch)
     with pytest.raises(train_full.RunDiverged, match=r'Epoch 2 diverged \(the validation loss is nan; the weights '
                        r'of l_out.bias are not finite\), so it was not saved; .*s.pt still holds epoch 1\. '
                        r'Run the same command with --clip'):
-        _train(tmp_path / 's.pt')
+        train_small(tmp_path / 's.pt')
     assert (tmp_path / 's.pt').read_bytes() == good
     with pytest.raises(train_full.RunDiverged, match=r'^Epoch 0 diverged .*, so it was not saved; no state was saved\. Run'):
-        _train(tmp_path / 'fresh.pt')                           # the first epoch: nothing to keep
+        train_small(tmp_path / 'fresh.pt')                           # the first epoch: nothing to keep
     assert not (tmp_path / 'fresh.pt').exists()
     monkeypatch.undo()
-    _, history, record = _train(tmp_path / 's.pt', clip=1.0)   # the way on it names
+    _, history, record = train_small(tmp_path / 's.pt', clip=1.0)   # the way on it names
     assert history.epoch == [0, 1, 2] and [e['clip'] for e in record['epochs']] == [None, None, 1.0]
 
 
 def test_a_loss_that_stops_being_finite_mid_epoch_keeps_the_state_and_says_how_to_go_on(tmp_path, monkeypatch):
-    _train(tmp_path / 's.pt', stop_after=1)
+    train_small(tmp_path / 's.pt', stop_after=1)
     good = (tmp_path / 's.pt').read_bytes()
     real = train_full.build_model
 
@@ -528,7 +510,7 @@ def test_a_loss_that_stops_being_finite_mid_epoch_keeps_the_state_and_says_how_t
     monkeypatch.setattr(train_full, 'build_model', poisoned)
     with pytest.raises(train_full.RunDiverged, match=r'The loss is nan at epoch 1, batch 0: training diverged; '
                        r'.*s.pt still holds epoch 0\. Run the same command with --clip'):
-        _train(tmp_path / 's.pt', stop_after=2)
+        train_small(tmp_path / 's.pt', stop_after=2)
     assert (tmp_path / 's.pt').read_bytes() == good
 
 
@@ -538,9 +520,9 @@ def test_a_second_run_on_the_same_state_is_refused_by_name(tmp_path):
         (tmp_path / 's.pt.a1b2.tmp').write_bytes(b'a save of that run, under way')
         with pytest.raises(train_full.StateMismatch, match=r'Another run is training into .*s\.pt \(it holds '
                            r'.*s\.pt\.lock\): wait for it to end, or give this run a state of its own'):
-            _train(tmp_path / 's.pt', stop_after=1)
+            train_small(tmp_path / 's.pt', stop_after=1)
         assert (tmp_path / 's.pt.a1b2.tmp').exists() and not (tmp_path / 's.pt').exists()
-    _train(tmp_path / 's.pt', stop_after=1)                      # once it ended
+    train_small(tmp_path / 's.pt', stop_after=1)                      # once it ended
     assert (tmp_path / 's.pt').exists() and not (tmp_path / 's.pt.a1b2.tmp').exists()
 
 
@@ -556,32 +538,32 @@ def test_a_second_run_on_the_same_state_is_refused_by_name(tmp_path):
     (lambda s: s['scheduler'].__setitem__('last_epoch', 10_000), 'its schedule is at batch 10000 but its history has'),
 ])
 def test_a_damaged_state_is_named_as_damaged_before_anything_is_read(tmp_path, damage, words):
-    _train(tmp_path / 's.pt', stop_after=1)
+    train_small(tmp_path / 's.pt', stop_after=1)
     state = utils.load_checkpoint(tmp_path / 's.pt')
     damage(state)
     utils.save_checkpoint(state, tmp_path / 's.pt')
     with pytest.raises(train_full.StateMismatch, match=r'.*s\.pt is a damaged state: .*' + re.escape(words)) as e:
-        _train(tmp_path / 's.pt')
+        train_small(tmp_path / 's.pt')
     assert 'Move it aside' in str(e.value) and 'diverg' not in str(e.value)
 
 
 def test_a_state_of_a_newer_version_or_of_pickled_objects_is_named_for_what_it_is(tmp_path):
-    _train(tmp_path / 's.pt', stop_after=1)
+    train_small(tmp_path / 's.pt', stop_after=1)
     state = utils.load_checkpoint(tmp_path / 's.pt')
     state['format'] = 'train_full state, format 9'
     utils.save_checkpoint(state, tmp_path / 's.pt')
     with pytest.raises(train_full.StateMismatch, match=r'a state of a newer version of train_full.py \(format 9; '
                        r'this one reads 2\): update your checkout'):
-        _train(tmp_path / 's.pt')
+        train_small(tmp_path / 's.pt')
     torch.save({'format': train_full.STATE_FORMAT, 'x': np.arange(3)}, tmp_path / 'p.pt')
     with pytest.raises(train_full.StateMismatch, match='holds pickled Python objects') as e:
-        _train(tmp_path / 'p.pt')
+        train_small(tmp_path / 'p.pt')
     assert 'weights_only=False' not in str(e.value)
 
 
 def test_a_full_disk_during_a_save_names_the_cause_and_keeps_the_last_epoch(tmp_path, monkeypatch):
     import errno
-    _train(tmp_path / 's.pt', stop_after=1)
+    train_small(tmp_path / 's.pt', stop_after=1)
     good = (tmp_path / 's.pt').read_bytes()
     real_fdopen = os.fdopen
 
@@ -604,7 +586,7 @@ def test_a_full_disk_during_a_save_names_the_cause_and_keeps_the_last_epoch(tmp_
     with pytest.raises(OSError, match=r'Could not save epoch 1 \(No space left in .* to save s\.pt: s\.pt is as it '
                        r'was before this save; free some space and save again\); the last completed epoch '
                        r'before it, 0, is kept in .*s\.pt') as e:
-        _train(tmp_path / 's.pt', stop_after=2)
+        train_small(tmp_path / 's.pt', stop_after=2)
     assert e.value.errno == errno.ENOSPC                     # a caller can still tell a full disk by its code
     assert (tmp_path / 's.pt').read_bytes() == good and not list(tmp_path.glob('*.tmp'))
 
@@ -633,9 +615,9 @@ def test_a_text_too_short_for_the_configuration_is_named_with_what_it_needs(tmp_
 
 @pytest.fixture
 def shipped(tmp_path):
-    model, history, record = _train(tmp_path / 's.pt', stop_after=1)
+    model, history, record = train_small(tmp_path / 's.pt', stop_after=1)
     path = tmp_path / 'ship.pt'
-    train_full.ship('lstm', model, history, record, utils.CharVocab('abcdefghijkl'), _ids(400, seed=1),
+    train_full.ship('lstm', model, history, record, utils.CharVocab('abcdefghijkl'), text_ids(400, seed=1),
                     CONFIG, path)
     return path
 
@@ -676,155 +658,6 @@ def test_beam_search_raises_when_no_extension_is_finite():
         utils.beam_search(model, utils.CharVocab('abcdefghijkl'), 'ab', 3, beam_size=2)
 
 
-# --- the regularised LSTM (groundwork for the "past 1.101" runs) ----------------------------
-
-AWD = dict(CONFIG, **train_full.AWD_CONFIG)
-
-
-def test_locked_dropout_shares_one_mask_across_time_and_is_off_in_eval():
-    drop = awd_lstm.LockedDropout(0.5)
-    x = torch.ones(3, 7, 5)
-    y = drop(x)
-    assert set(y.unique().tolist()) <= {0.0, 2.0} and 0 < (y == 0).sum() < y.numel()
-    assert torch.equal(y, y[:, :1].expand_as(y))            # every time step has the same mask
-    assert not torch.equal(y[0], y[1]) or not torch.equal(y[1], y[2])   # masks differ by sequence
-    assert torch.equal(drop.eval()(x), x)
-
-
-def test_embedding_dropout_drops_whole_characters_and_is_off_in_eval():
-    e = nn.Embedding(6, 4)
-    x = torch.tensor([[0, 1, 2, 3, 4, 5, 0, 1]])
-    torch.manual_seed(1)
-    y = awd_lstm.embedding_dropout(e, x, 0.5, training=True)
-    dropped = {int(c) for c, row in zip(x[0], y[0]) if not row.any()}
-    assert dropped and all(not y[0, j].any() for j in range(8) if int(x[0, j]) in dropped)  # every occurrence
-    kept = [j for j in range(8) if int(x[0, j]) not in dropped]
-    assert torch.allclose(y[0, kept], 2 * e(x)[0, kept])
-    assert torch.equal(awd_lstm.embedding_dropout(e, x, 0.5, training=False), e(x))
-
-
-def test_weight_drop_runs_the_fused_lstm_on_the_dropped_matrix_and_the_raw_one_in_eval():
-    torch.manual_seed(0)
-    wd = awd_lstm.WeightDroppedLSTM(3, 4, 0.5)
-    x = torch.randn(2, 6, 3)
-    reference = nn.LSTM(3, 4, batch_first=True)
-    state = {k: v for k, v in wd.lstm.state_dict().items()}
-    torch.manual_seed(5)
-    out, _ = wd.train()(x)
-    torch.manual_seed(5)
-    dropped = F.dropout(wd.weight_hh_raw, 0.5, True)          # the same draw
-    reference.load_state_dict(dict(state, weight_hh_l0=dropped.detach()))
-    assert (dropped == 0).any() and torch.allclose(out, reference(x)[0], atol=1e-6)
-    out.sum().backward()
-    assert wd.weight_hh_raw.grad is not None and (wd.weight_hh_raw.grad[dropped == 0] == 0).all()
-    reference.load_state_dict(dict(state, weight_hh_l0=wd.weight_hh_raw.detach()))
-    assert torch.equal(wd.eval()(x)[0], reference(x)[0])      # the same weights at test time
-    assert 'lstm.weight_hh_l0' not in wd.state_dict() and 'weight_hh_raw' in wd.state_dict()
-
-
-def test_a_rate_of_zero_draws_no_mask_and_passes_its_input_on():
-    x, chars, e = torch.randn(2, 5, 3), torch.tensor([[0, 1, 2]]), nn.Embedding(4, 3)
-    before = torch.get_rng_state()
-    assert awd_lstm.LockedDropout(0.0)(x) is x
-    assert torch.equal(awd_lstm.embedding_dropout(e, chars, 0.0, training=True), e(chars))
-    assert torch.equal(torch.get_rng_state(), before)          # no random draw: the next masks are unchanged
-
-
-def test_each_rate_acts_where_the_model_says_and_nowhere_in_eval():
-    off = dict(AWD, n_layers=3, dropouti=0.0, dropouth=0.0, dropout=0.0, dropoute=0.0, wdrop=0.0)
-    x = torch.randint(0, 12, (4, 10))
-
-    def train_and_eval_outputs(**rates):
-        torch.manual_seed(0)
-        model = train_full.build_model('awd', 12, dict(off, **rates))
-        calls = {name: 0 for name in ('drop_i', 'drop_h', 'drop_o')}
-        for name in calls:
-            getattr(model, name).register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
-        torch.manual_seed(1)
-        trained = model.train().run(x, None)[0]
-        return trained, model.eval().run(x, None)[0], calls
-
-    trained, evaluated, calls = train_and_eval_outputs()
-    assert torch.equal(trained, evaluated)                      # every rate 0: training changes nothing
-    assert calls == {'drop_i': 2, 'drop_h': 4, 'drop_o': 2}     # per pass: input, between the 3 layers, output
-    for rate in ('dropouti', 'dropouth', 'dropout', 'dropoute', 'wdrop'):
-        trained, evaluated, _ = train_and_eval_outputs(**{rate: 0.5})
-        assert not torch.allclose(trained, evaluated), rate
-
-
-@pytest.mark.parametrize('tie', [False, True])
-def test_the_layers_have_the_widths_the_decoder_reads(tie):
-    model = train_full.build_model('awd', 12, dict(AWD, n_layers=3, tie=tie))
-    last = AWD['n_fac'] if tie else AWD['n_hidden']
-    assert [rnn.lstm.hidden_size for rnn in model.rnns] == [AWD['n_hidden']] * 2 + [last]
-    assert model.l_out.in_features == last and model.l_out.weight.shape == (12, last)
-    one_layer = train_full.build_model('awd', 12, dict(AWD, n_layers=1, tie=tie))
-    assert one_layer(torch.randint(0, 12, (2, 5))).shape == (2, 5, 12)
-
-
-def test_ar_and_tar_are_what_they_say_on_a_known_output_and_zero_in_eval():
-    model = train_full.build_model('awd', 12, dict(AWD, alpha=2.0, beta=3.0)).train()
-    raw = torch.tensor([[[1.0, 2.0], [3.0, 6.0], [4.0, 4.0]]])  # (batch 1, time 3, features 2)
-    dropped = torch.tensor([[[0.0, 4.0], [2.0, 0.0], [1.0, 1.0]]])
-    model.last = (raw, dropped)
-    ar = (0 + 16 + 4 + 0 + 1 + 1) / 6
-    tar = ((3 - 1) ** 2 + (6 - 2) ** 2 + (4 - 3) ** 2 + (4 - 6) ** 2) / 4     # step to step
-    assert model.regularisation().item() == pytest.approx(2.0 * ar + 3.0 * tar)
-    assert model.eval().regularisation() == 0.0
-
-
-def test_ar_and_tar_reach_the_loss_the_run_trains_on(tmp_path):
-    _, plain, _ = _train(tmp_path / 'a.pt', stop_after=1, cell='awd', config=AWD)
-    _, regularised, _ = _train(tmp_path / 'b.pt', stop_after=1, cell='awd', config=dict(AWD, alpha=2.0, beta=1.0))
-    assert regularised.batch_loss[0] > plain.batch_loss[0]      # the same first batch, plus AR and TAR
-    assert regularised.valid_loss != plain.valid_loss
-
-
-def test_the_regularised_lstm_has_the_shapes_ties_its_decoder_and_resumes_bit_for_bit(tmp_path):
-    model = train_full.build_model('awd', 12, dict(AWD, tie=True))
-    assert model.l_out.weight is model.e.weight and model.rnns[-1].lstm.hidden_size == AWD['n_fac']
-    log_probs = model(torch.randint(0, 12, (4, 10)))
-    assert log_probs.shape == (4, 10, 12) and len(model.h) == AWD['n_layers']
-    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(4, 10))
-    _, whole, _ = _train(tmp_path / 'a.pt', cell='awd', config=AWD)
-    _train(tmp_path / 'b.pt', stop_after=1, cell='awd', config=AWD)
-    model, resumed, record = _train(tmp_path / 'b.pt', cell='awd', config=AWD)
-    assert resumed.batch_loss == whole.batch_loss and resumed.valid_loss == whole.valid_loss
-    path = tmp_path / 'ship.pt'
-    recorded = train_full.ship('awd', model, resumed, record, utils.CharVocab('abcdefghijkl'),
-                               _ids(400, seed=1), AWD, path)
-    with pytest.raises(ValueError, match=r"holds a model of cell 'awd'.*pass its class"):
-        utils.load_shipped(path)                                # utils knows notebook 03's cells only
-    loaded, _ = utils.load_shipped(path, models=awd_lstm.MODELS_BY_CELL)
-    loss = utils.evaluate(loaded, utils.LanguageModelLoader(_ids(400, seed=1), AWD['bs'], AWD['bptt']), utils.seq_nll)
-    assert loss == pytest.approx(recorded, abs=1e-6)
-
-
-def test_the_regularised_lstm_carries_one_state_per_layer_from_batch_to_batch_like_notebook_03s_models():
-    torch.manual_seed(0)
-    model = train_full.build_model('awd', 12, AWD).eval()
-    x = torch.randint(0, 12, (4, 10))
-    with torch.inference_mode():
-        whole = model.run(x, None)[0]
-        model.reset()
-        halves = torch.cat([model(x[:, :5]), model(x[:, 5:])], dim=1)   # the state carried across
-        assert torch.allclose(halves, whole, atol=1e-6)
-        assert len(model.h) == AWD['n_layers'] and not model.h[0][0].requires_grad
-        assert torch.allclose(model(x[:2, :5]), whole[:2, :5], atol=1e-6)  # another batch size: afresh
-
-
-def test_beam_search_carries_the_regularised_lstms_state_of_separate_layers():
-    # its state is a list of (h, c), one per layer: each beam must carry its own through the search
-    torch.manual_seed(0)
-    model = train_full.build_model('awd', 12, dict(AWD, tie=True)).eval()
-    vocab = utils.CharVocab('abcdefghijkl')
-    (text, logp), *_ = utils.beam_search(model, vocab, 'ab', 6, beam_size=3)
-    ids = torch.from_numpy(vocab.encode(text)).unsqueeze(0)
-    with torch.inference_mode():
-        rescored = model.run(ids, None)[0][0, 1:-1].gather(1, ids[0, 2:, None]).sum()   # the 6 added characters
-    assert len(text) == 8 and logp == pytest.approx(rescored.item(), abs=1e-4)
-
-
 def test_a_regularisation_variant_is_a_run_of_its_own_named_by_what_it_changes(tmp_path, monkeypatch, capsys):
     assert train_full.run_name('awd', dict(train_full.CELL_CONFIGS['awd'])) == 'awd_sorted_seed42'
     variant = dict(train_full.CELL_CONFIGS['awd'], **train_full.awd_variant(['wdrop=0', 'alpha=2', 'tie=true']))
@@ -857,7 +690,7 @@ def test_a_bad_regularisation_setting_is_refused_before_anything_runs(argv, word
 @pytest.mark.parametrize('flags, isa, amp', CPU_KINDS)
 def test_each_epoch_records_the_cpus_instruction_set(flags, isa, amp, tmp_path, monkeypatch):
     monkeypatch.setattr(train_full, 'cpu_flags', lambda: flags)
-    _, _, record = _train(tmp_path / 's.pt', stop_after=1)
+    _, _, record = train_small(tmp_path / 's.pt', stop_after=1)
     assert record['epochs'][0]['instruction_set'] == isa
     assert record['epochs'][0]['amp'] is None                 # _train's path, fp32, recorded beside it
 
@@ -876,9 +709,9 @@ def test_the_cpus_flags_are_read_from_proc_cpuinfo(monkeypatch, tmp_path):
 def test_a_snapshot_ensemble_averages_the_snapshots_probabilities(tmp_path):
     config = dict(CONFIG, cycles=3)                            # snapshots at epochs 0, 2 and 6
     vocab = list('abcdefghijkl')
-    _train(tmp_path / 's.pt', config=config, vocab=''.join(vocab))
+    train_small(tmp_path / 's.pt', config=config, vocab=''.join(vocab))
     paths = sorted(tmp_path.glob('lstm_cycle_end_epoch*.pt'))
-    valid_ids = _ids(400, seed=1)
+    valid_ids = text_ids(400, seed=1)
     losses = train_full.snapshot_ensemble(paths, vocab, valid_ids)
     assert list(losses) == ['epoch 0', 'epoch 2', 'epoch 6', 'last 2', 'last 3']
     models = [train_full.load_cycle_end(p, vocab)[0] for p in paths]
@@ -896,7 +729,7 @@ def test_a_snapshot_ensemble_averages_the_snapshots_probabilities(tmp_path):
 
 
 def test_a_snapshot_of_another_vocabulary_or_a_state_is_refused_by_name(tmp_path):
-    _train(tmp_path / 's.pt', vocab='abcdefghijkl')
+    train_small(tmp_path / 's.pt', vocab='abcdefghijkl')
     snapshot = tmp_path / 'lstm_cycle_end_epoch00.pt'
     with pytest.raises(ValueError, match=r'lstm_cycle_end_epoch00\.pt was trained with another vocabulary'):
         train_full.load_cycle_end(snapshot, list('abcdefghijkm'))
