@@ -227,23 +227,6 @@ def test_load_shipped_refuses_a_run_state_by_name(tmp_path):
         utils.load_shipped(tmp_path / 's.pt')
 
 
-def test_original_sgdr_schedule_warms_up_then_restarts():
-    nb = 174
-    f = [utils.original_sgdr_factor(s, nb) for s in range(nb * 7)]
-    assert f[:9] == [0.01] * 9 and f[9] == pytest.approx((math.cos(math.pi * 9 / nb) + 1) / 2)
-    assert f[nb] == 1.0 and f[3 * nb] == 1.0                 # restarts after 1 and 1 + 2 epochs
-    assert f[nb + nb] == pytest.approx(0.5)                  # halfway through the 2-epoch cycle
-    assert f[3 * nb - 1] < 1e-3 and f[7 * nb - 1] < 1e-4
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    sched = utils.original_sgdr_schedule(opt, nb)
-    lrs = []
-    for _ in range(nb + 2):
-        lrs.append(opt.param_groups[0]['lr'])
-        opt.step()
-        sched.step()
-    assert lrs[0] == pytest.approx(1e-3) and lrs[nb] == pytest.approx(0.1)
-
-
 def _speeches(source, n=50_000, seed=0):
     rng = np.random.default_rng(seed)
     words = np.array(['the ', 'people ', 'of ', 'America ', 'will ', 'work. ', 'We ', 'can. '])

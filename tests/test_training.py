@@ -346,20 +346,6 @@ def test_quiet_fit_opens_no_progress_bar(monkeypatch, capsys):
     assert captured.err == '' and captured.out == ''
 
 
-def test_the_schedule_follows_the_original_factor_with_its_arguments():
-    assert utils.original_sgdr_factor(0, 20) == 0.01          # warm-up: step < 20 / 20
-    assert utils.original_sgdr_factor(1, 20) == pytest.approx((np.cos(np.pi / 20) + 1) / 2)
-    for kwargs in (dict(), dict(cycle_mult=1, warmup=0.2)):         # the defaults: the original's 2 and 1/20
-        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-        sched = utils.original_sgdr_schedule(opt, 10, **kwargs)
-        lrs = []
-        for _ in range(60):
-            lrs.append(opt.param_groups[0]['lr'])
-            opt.step()
-            sched.step()
-        assert lrs == pytest.approx([utils.original_sgdr_factor(s, 10, **kwargs) for s in range(60)])
-
-
 def test_fit_restarts_the_moving_average_unless_told_to_continue():
     xs = np.random.default_rng(0).integers(0, 5, size=(40, 2))
     data = utils.ArraysData.from_arrays([-1], xs, xs[:, 0], bs=64, seed=0)      # one batch per epoch
@@ -483,9 +469,10 @@ def test_plot_losses_draws_each_history():
     assert line.get_ydata().tolist() == pytest.approx(utils.smooth(h.batch_loss))
 
 
-def test_the_original_sgdr_is_torchs_warm_restarts_once_the_warm_up_is_over():
-    # fastai 0.7's CosAnneal after its warm-up: PyTorch's CosineAnnealingWarmRestarts with a first
-    # cycle of one epoch, each next twice as long and a floor of zero, at every batch of 7 epochs
+def test_the_original_sgdr_warms_up_then_is_torchs_warm_restarts_per_batch():
+    # fastai 0.7's CosAnneal: 1/100 of the rate for the first 1/20 of the first cycle, then
+    # PyTorch's CosineAnnealingWarmRestarts with a first cycle of one epoch, each next twice as
+    # long and a floor of zero, at every batch of 7 epochs
     nb = 174
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     restarts = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=nb, T_mult=2)
@@ -498,6 +485,19 @@ def test_the_original_sgdr_is_torchs_warm_restarts_once_the_warm_up_is_over():
     warm = math.ceil(nb / 20)                                 # 9 batches at 1/100 first
     assert ours[:warm] == [0.01] * warm and theirs[:warm] != ours[:warm]
     assert ours[warm:] == pytest.approx(theirs[warm:], rel=0, abs=1e-15)
+    assert ours[nb] == ours[3 * nb] == 1.0 and ours[2 * nb] == pytest.approx(0.5)   # restarts; mid-cycle
+    assert utils.original_sgdr_factor(0, 20) == 0.01          # warm-up: step < 20 / 20
+    assert utils.original_sgdr_factor(1, 20) == pytest.approx((np.cos(np.pi / 20) + 1) / 2)
+    # the schedule applies the factor to the optimiser's rate, batch by batch, with its arguments
+    for kwargs in (dict(), dict(cycle_mult=1, warmup=0.2)):         # the defaults: the original's 2 and 1/20
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+        sched = utils.original_sgdr_schedule(opt, 10, **kwargs)
+        lrs = []
+        for _ in range(60):
+            lrs.append(opt.param_groups[0]['lr'])
+            opt.step()
+            sched.step()
+        assert lrs == pytest.approx([0.1 * utils.original_sgdr_factor(s, 10, **kwargs) for s in range(60)])
 
 
 def test_smooth_matches_fit_train_loss():
