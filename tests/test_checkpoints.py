@@ -1,7 +1,9 @@
-"""Checkpoints, the shipped models and the environment: atomic saves, errors that name a damaged,
-pickled or missing file without advising to delete it, devices, and the variables that switch
-the device, the configuration and the progress bars."""
+"""checkpoints.py and the environment: atomic saves; errors that name a damaged, pickled or
+missing file without advising to delete it; the shipped models, snapshots and run states refused
+by name when damaged or foreign; devices, and the variables that switch the device, the
+configuration and the progress bars."""
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -12,8 +14,10 @@ import pytest
 import torch
 from torch import nn
 
+import checkpoints
+import train_full
 import utils
-from helpers import ROOT
+from helpers import CONFIG, ROOT, text_ids, train_small
 
 
 # --- checkpoints and the shipped models -------------------------------------------------------
@@ -64,7 +68,7 @@ def test_checkpoint_saves_are_atomic(tmp_path, monkeypatch):
     def dies_halfway(obj, fh):
         fh.write(b'PK\x03\x04 half a checkpoint')
         raise KeyboardInterrupt
-    monkeypatch.setattr(utils.torch, 'save', dies_halfway)
+    monkeypatch.setattr(checkpoints.torch, 'save', dies_halfway)
     with pytest.raises(KeyboardInterrupt):
         utils.save_checkpoint({'w': torch.zeros(3)}, path)
     monkeypatch.undo()
@@ -85,8 +89,8 @@ def test_save_checkpoint_makes_the_folders_and_writes_beside_the_file(tmp_path, 
     # the temporary file is <name>.<random>.tmp in the same folder: one rename on one disk, and
     # the pattern train_full.remove_unfinished_saves cleans after a killed save
     renames = []
-    real_replace = utils.os.replace
-    monkeypatch.setattr(utils.os, 'replace', lambda a, b: (renames.append((Path(a), Path(b))), real_replace(a, b)))
+    real_replace = checkpoints.os.replace
+    monkeypatch.setattr(checkpoints.os, 'replace', lambda a, b: (renames.append((Path(a), Path(b))), real_replace(a, b)))
     path = utils.save_checkpoint({'w': torch.ones(2)}, tmp_path / 'a' / 'b' / 'state.pt')
     assert torch.equal(utils.load_checkpoint(path)['w'], torch.ones(2))
     (tmp, final), = renames
@@ -114,8 +118,8 @@ def test_a_checkpoint_from_another_device_is_named_with_the_devices_here(tmp_pat
 
     def load_as_on_a_machine_without_it(*args, **kwargs):
         raise RuntimeError(message)
-    monkeypatch.setattr(utils.torch, 'load', load_as_on_a_machine_without_it)
-    monkeypatch.setattr(utils, '_available_devices', lambda: ['cpu', 'mps'])
+    monkeypatch.setattr(checkpoints.torch, 'load', load_as_on_a_machine_without_it)
+    monkeypatch.setattr(checkpoints, 'available_devices', lambda: ['cpu', 'mps'])
     with pytest.raises(RuntimeError) as e:
         utils.load_checkpoint(path, map_location=None)
     assert str(e.value) == (f'{path} holds tensors saved on a device this machine lacks ({shown}). '
@@ -132,10 +136,143 @@ def test_a_damaged_checkpoint_names_the_error_in_a_line(tmp_path, monkeypatch):
                             ('x y ' * 100 + '. And more.', ('x y ' * 100)[:200])]:
         def load_failing(*args, **kwargs):
             raise ValueError(message)
-        monkeypatch.setattr(utils.torch, 'load', load_failing)
+        monkeypatch.setattr(checkpoints.torch, 'load', load_failing)
         with pytest.raises(RuntimeError) as e:
             utils.load_checkpoint(path)
         assert f'(ValueError: {shown}): it is damaged or incomplete' in str(e.value)   # the first sentence, 200 at most
+
+
+# --- the shipped models, cycle-end snapshots and a run's state -----------------------------
+
+def test_shipped_checkpoint_loads_weights_only_and_reproduces_its_loss(tmp_path):
+    valid_ids = text_ids(400, seed=1)
+    vocab = utils.CharVocab('abcdefghijkl')
+    model, history, record = train_small(tmp_path / 's.pt')
+    path = tmp_path / 'ship.pt'
+    recorded = train_full.ship('lstm', model, history, record, vocab, valid_ids, CONFIG, path)
+    ck = torch.load(path, weights_only=True)
+    assert ck['vocab'] == list('abcdefghijkl') and ck['config'] == CONFIG
+    assert len(ck['history']['valid_loss']) == 3 and len(ck['epochs']) == 3
+    assert ck['wall_seconds'] == record['wall_seconds'] and ck['device'] == 'cpu'
+    assert ck['torch'] == torch.__version__ and ck['commit'] == train_full._commit()   # how it was made
+    assert ck['model']['rnn.weight_ih_l0'].dtype == torch.float16
+    fresh = train_full.build_model('lstm', 12, CONFIG)
+    fresh.load_state_dict({k: v.float() for k, v in ck['model'].items()})
+    loss = utils.evaluate(fresh, utils.LanguageModelLoader(valid_ids, CONFIG['bs'], CONFIG['bptt']),
+                          utils.seq_nll)
+    assert loss == pytest.approx(recorded, abs=1e-6) and ck['valid_loss_shipped_weights'] == recorded
+    assert abs(recorded - history.valid_loss[-1]) < 0.01     # fp16 rounding costs next to nothing
+
+    loaded, checkpoint = utils.load_shipped(path)
+    assert isinstance(loaded, utils.CharLSTM) and not loaded.training
+    assert checkpoint['valid_loss_shipped_weights'] == recorded
+    loss = utils.evaluate(loaded, utils.LanguageModelLoader(valid_ids, CONFIG['bs'], CONFIG['bptt']),
+                          utils.seq_nll)
+    assert loss == pytest.approx(recorded, abs=1e-6)
+
+
+def test_load_shipped_refuses_a_run_state_by_name(tmp_path):
+    train_small(tmp_path / 's.pt')
+    with pytest.raises(ValueError, match=r'not a checkpoint shipped by train_full.py.*resumed by train_full.py'):
+        utils.load_shipped(tmp_path / 's.pt')
+
+
+@pytest.fixture
+def shipped(tmp_path):
+    model, history, record = train_small(tmp_path / 's.pt', stop_after=1)
+    path = tmp_path / 'ship.pt'
+    train_full.ship('lstm', model, history, record, utils.CharVocab('abcdefghijkl'), text_ids(400, seed=1),
+                    CONFIG, path)
+    return path
+
+
+@pytest.mark.parametrize('damage, words', [
+    (lambda ck: ck['config'].__setitem__('n_hidden', 1_000_000), 'rnn.weight_ih_l0'),
+    (lambda ck: ck['config'].__setitem__('n_hidden', 16), 'rnn.weight_ih_l0'),
+    (lambda ck: ck['config'].__setitem__('dropout', 'half'), "'half'"),
+    (lambda ck: ck['config'].pop('n_layers'), "KeyError: 'n_layers'"),
+    (lambda ck: ck['vocab'].pop(), 'e.weight'),
+    (lambda ck: ck['vocab'].__setitem__(0, 'ab'), 'vocabulary'),
+    (lambda ck: ck['model'].pop('l_out.bias'), 'l_out.bias'),
+    (lambda ck: ck['model']['l_out.bias'].__setitem__(0, float('nan')), 'l_out.bias not finite'),
+    (lambda ck: ck.__setitem__('valid_loss_shipped_weights', float('nan')), 'recorded validation loss not finite'),
+    (lambda ck: ck.__setitem__('vocab', 'abc'), 'vocabulary'),
+    (lambda ck: ck.__setitem__('model', [1, 2]), 'state_dict'),
+])
+def test_a_damaged_shipped_checkpoint_is_refused_by_name_before_a_model_is_built(shipped, monkeypatch, damage, words):
+    ck = torch.load(shipped, weights_only=True)
+    damage(ck)
+    torch.save(ck, shipped)
+    built, real = [], checkpoints.build_model
+    monkeypatch.setattr(checkpoints, 'build_model', lambda *a: built.append(torch.get_default_device().type) or real(*a))
+    with pytest.raises(ValueError, match=r'ship\.pt is a damaged checkpoint \(.*' + re.escape(words)):
+        utils.load_shipped(shipped)
+    assert set(built) <= {'meta'}                          # refused before a real model was built
+
+
+def test_load_shipped_names_a_device_this_machine_lacks(shipped):
+    with pytest.raises(RuntimeError, match=r"load_shipped\('ship.pt', device='cuda:7'\): the device cuda:7 is not "
+                       r"available here; this machine has: cpu"):
+        utils.load_shipped(shipped, device='cuda:7')
+
+
+def test_a_snapshot_of_another_vocabulary_or_a_state_is_refused_by_name(tmp_path):
+    train_small(tmp_path / 's.pt', vocab='abcdefghijkl')
+    snapshot = tmp_path / 'lstm_cycle_end_epoch00.pt'
+    with pytest.raises(ValueError, match=r'lstm_cycle_end_epoch00\.pt was trained with another vocabulary'):
+        checkpoints.load_cycle_end(snapshot, train_full.MODELS_BY_CELL, list('abcdefghijkm'))
+    with pytest.raises(ValueError, match=r's\.pt is not a cycle-end snapshot'):
+        checkpoints.load_cycle_end(tmp_path / 's.pt', train_full.MODELS_BY_CELL, list('abcdefghijkl'))
+
+
+@pytest.mark.parametrize('content, words', [
+    ({'cell': 'lstm', 'model': {}, 'valid_loss_shipped_weights': 1.2}, 'a shipped checkpoint'),
+    ({'cell': 'lstm', 'config': {}, 'optimizer': {}, 'rng_cpu': torch.zeros(1)}, 'an earlier version'),
+    ({'w': torch.ones(2)}, "a dict with the keys ['w']"),
+    ([1, 2, 3], 'holds a list'),
+])
+def test_a_file_that_is_not_a_state_is_refused_by_name(tmp_path, content, words):
+    path = tmp_path / 's.pt'
+    torch.save(content, path)
+    with pytest.raises(train_full.StateMismatch, match=re.escape(words)) as e:
+        train_small(path)
+    assert _no_delete_advice(str(e.value))
+    assert torch.load(path, weights_only=True) is not None    # left as it was
+
+
+@pytest.mark.parametrize('damage, words', [
+    (lambda s: s['model'].__setitem__('l_out.bias', s['model']['l_out.bias'] * float('nan')),
+     'not finite (NaN or infinite) in l_out.bias'),
+    (lambda s: s['optimizer']['state'][0].__setitem__('exp_avg_sq', s['optimizer']['state'][0]['exp_avg_sq'] * float('nan')),
+     'not finite (NaN or infinite) in optimiser exp_avg_sq of parameter 0'),
+    (lambda s: s['history'].__setitem__('average', float('nan')), 'not finite (NaN or infinite) in moving average'),
+    (lambda s: s.pop('optimizer'), "'optimizer' is missing"),
+    (lambda s: s.__setitem__('epochs', 'x'), "'epochs' is a str"),
+    (lambda s: s['history'].__setitem__('valid_loss', []), 'its history'),
+    (lambda s: s['scheduler'].__setitem__('last_epoch', 10_000), 'its schedule is at batch 10000 but its history has'),
+])
+def test_a_damaged_state_is_named_as_damaged_before_anything_is_read(tmp_path, damage, words):
+    train_small(tmp_path / 's.pt', stop_after=1)
+    state = utils.load_checkpoint(tmp_path / 's.pt')
+    damage(state)
+    utils.save_checkpoint(state, tmp_path / 's.pt')
+    with pytest.raises(train_full.StateMismatch, match=r'.*s\.pt is a damaged state: .*' + re.escape(words)) as e:
+        train_small(tmp_path / 's.pt')
+    assert 'Move it aside' in str(e.value) and 'diverg' not in str(e.value)
+
+
+def test_a_state_of_a_newer_version_or_of_pickled_objects_is_named_for_what_it_is(tmp_path):
+    train_small(tmp_path / 's.pt', stop_after=1)
+    state = utils.load_checkpoint(tmp_path / 's.pt')
+    state['format'] = 'train_full state, format 9'
+    utils.save_checkpoint(state, tmp_path / 's.pt')
+    with pytest.raises(train_full.StateMismatch, match=r'a state of a newer version of train_full.py \(format 9; '
+                       r'this one reads 2\): update your checkout'):
+        train_small(tmp_path / 's.pt')
+    torch.save({'format': train_full.STATE_FORMAT, 'x': np.arange(3)}, tmp_path / 'p.pt')
+    with pytest.raises(train_full.StateMismatch, match='holds pickled Python objects') as e:
+        train_small(tmp_path / 'p.pt')
+    assert 'weights_only=False' not in str(e.value)
 
 
 # --- the environment: device, configuration, progress bars, paths -----------------------------

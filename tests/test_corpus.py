@@ -130,14 +130,14 @@ def test_leftovers_of_a_killed_run_are_cleaned(server, tmp_path):
 
 def test_a_full_disk_is_named_as_such(server, tmp_path, monkeypatch):
     server.routes['/c.zip'] = (200, corpus_zip(), {})
-    real_mkdtemp = utils.tempfile.mkdtemp
+    real_mkdtemp = corpus.tempfile.mkdtemp
 
     def work_folder_on_a_full_disk(*args, **kwargs):
         work = Path(real_mkdtemp(*args, **kwargs))
         (work / 'corpus.zip').symlink_to('/dev/full')     # every write there fails with ENOSPC
         return str(work)
 
-    monkeypatch.setattr(utils.tempfile, 'mkdtemp', work_folder_on_a_full_disk)
+    monkeypatch.setattr(corpus.tempfile, "mkdtemp", work_folder_on_a_full_disk)
     with pytest.raises(corpus.CorpusDownloadError, match='No space left on the device that holds') as e:
         corpus.get_data(server.url('/c.zip'), tmp_path, retries=0)
     assert 'damaged' not in str(e.value) and 'PRESIDENTIAL_DATA_DIR' in str(e.value)
@@ -164,7 +164,7 @@ def test_a_data_folder_that_is_a_file_is_named(tmp_path):
 def test_a_data_folder_that_is_not_writable_is_named(tmp_path, monkeypatch):
     def refused(*args, **kwargs):
         raise PermissionError(errno.EACCES, 'Permission denied')
-    monkeypatch.setattr(utils.tempfile, 'mkdtemp', refused)   # as a read-only folder answers
+    monkeypatch.setattr(corpus.tempfile, 'mkdtemp', refused)   # as a read-only folder answers
     with pytest.raises(corpus.CorpusDownloadError, match='is not writable .*Permission denied'):
         corpus.get_data('http://127.0.0.1:9/c.zip', tmp_path)
 

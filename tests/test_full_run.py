@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import checkpoints
 import corpus
 import train_full
 import utils
@@ -72,21 +73,6 @@ def test_resume_refuses_another_text_and_another_vocabulary(tmp_path):
         train_small(tmp_path / 's.pt', vocab=list('abcdefghijkm'))
     _, history, _ = train_small(tmp_path / 's.pt', vocab=vocab)  # the right text still resumes
     assert history.epoch == [0, 1, 2]
-
-
-@pytest.mark.parametrize('content, words', [
-    ({'cell': 'lstm', 'model': {}, 'valid_loss_shipped_weights': 1.2}, 'a shipped checkpoint'),
-    ({'cell': 'lstm', 'config': {}, 'optimizer': {}, 'rng_cpu': torch.zeros(1)}, 'an earlier version'),
-    ({'w': torch.ones(2)}, "a dict with the keys ['w']"),
-    ([1, 2, 3], 'holds a list'),
-])
-def test_a_file_that_is_not_a_state_is_refused_by_name(tmp_path, content, words):
-    path = tmp_path / 's.pt'
-    torch.save(content, path)
-    with pytest.raises(train_full.StateMismatch, match=re.escape(words)) as e:
-        train_small(path)
-    assert _no_delete(str(e.value))
-    assert torch.load(path, weights_only=True) is not None    # left as it was
 
 
 def test_a_bad_state_folder_is_refused_before_any_training(tmp_path, monkeypatch):
@@ -192,39 +178,6 @@ def test_the_numeric_path_is_bf16_only_where_the_cpu_has_it_natively(flags, isa,
 def test_the_numeric_path_here_follows_this_cpus_flags():
     native = train_full.instruction_set() in train_full.NATIVE_BF16
     assert train_full.preferred_amp() == ('bfloat16' if native and BF16 else None)
-
-
-def test_shipped_checkpoint_loads_weights_only_and_reproduces_its_loss(tmp_path):
-    valid_ids = text_ids(400, seed=1)
-    vocab = utils.CharVocab('abcdefghijkl')
-    model, history, record = train_small(tmp_path / 's.pt')
-    path = tmp_path / 'ship.pt'
-    recorded = train_full.ship('lstm', model, history, record, vocab, valid_ids, CONFIG, path)
-    ck = torch.load(path, weights_only=True)
-    assert ck['vocab'] == list('abcdefghijkl') and ck['config'] == CONFIG
-    assert len(ck['history']['valid_loss']) == 3 and len(ck['epochs']) == 3
-    assert ck['wall_seconds'] == record['wall_seconds'] and ck['device'] == 'cpu'
-    assert ck['torch'] == torch.__version__ and ck['commit'] == train_full._commit()   # how it was made
-    assert ck['model']['rnn.weight_ih_l0'].dtype == torch.float16
-    fresh = train_full.build_model('lstm', 12, CONFIG)
-    fresh.load_state_dict({k: v.float() for k, v in ck['model'].items()})
-    loss = utils.evaluate(fresh, utils.LanguageModelLoader(valid_ids, CONFIG['bs'], CONFIG['bptt']),
-                          utils.seq_nll)
-    assert loss == pytest.approx(recorded, abs=1e-6) and ck['valid_loss_shipped_weights'] == recorded
-    assert abs(recorded - history.valid_loss[-1]) < 0.01     # fp16 rounding costs next to nothing
-
-    loaded, checkpoint = utils.load_shipped(path)
-    assert isinstance(loaded, utils.CharLSTM) and not loaded.training
-    assert checkpoint['valid_loss_shipped_weights'] == recorded
-    loss = utils.evaluate(loaded, utils.LanguageModelLoader(valid_ids, CONFIG['bs'], CONFIG['bptt']),
-                          utils.seq_nll)
-    assert loss == pytest.approx(recorded, abs=1e-6)
-
-
-def test_load_shipped_refuses_a_run_state_by_name(tmp_path):
-    train_small(tmp_path / 's.pt')
-    with pytest.raises(ValueError, match=r'not a checkpoint shipped by train_full.py.*resumed by train_full.py'):
-        utils.load_shipped(tmp_path / 's.pt')
 
 
 def _speeches(source, n=50_000, seed=0):
@@ -509,41 +462,6 @@ def test_a_second_run_on_the_same_state_is_refused_by_name(tmp_path):
     assert (tmp_path / 's.pt').exists() and not (tmp_path / 's.pt.a1b2.tmp').exists()
 
 
-@pytest.mark.parametrize('damage, words', [
-    (lambda s: s['model'].__setitem__('l_out.bias', s['model']['l_out.bias'] * float('nan')),
-     'not finite (NaN or infinite) in l_out.bias'),
-    (lambda s: s['optimizer']['state'][0].__setitem__('exp_avg_sq', s['optimizer']['state'][0]['exp_avg_sq'] * float('nan')),
-     'not finite (NaN or infinite) in optimiser exp_avg_sq of parameter 0'),
-    (lambda s: s['history'].__setitem__('average', float('nan')), 'not finite (NaN or infinite) in moving average'),
-    (lambda s: s.pop('optimizer'), "'optimizer' is missing"),
-    (lambda s: s.__setitem__('epochs', 'x'), "'epochs' is a str"),
-    (lambda s: s['history'].__setitem__('valid_loss', []), 'its history'),
-    (lambda s: s['scheduler'].__setitem__('last_epoch', 10_000), 'its schedule is at batch 10000 but its history has'),
-])
-def test_a_damaged_state_is_named_as_damaged_before_anything_is_read(tmp_path, damage, words):
-    train_small(tmp_path / 's.pt', stop_after=1)
-    state = utils.load_checkpoint(tmp_path / 's.pt')
-    damage(state)
-    utils.save_checkpoint(state, tmp_path / 's.pt')
-    with pytest.raises(train_full.StateMismatch, match=r'.*s\.pt is a damaged state: .*' + re.escape(words)) as e:
-        train_small(tmp_path / 's.pt')
-    assert 'Move it aside' in str(e.value) and 'diverg' not in str(e.value)
-
-
-def test_a_state_of_a_newer_version_or_of_pickled_objects_is_named_for_what_it_is(tmp_path):
-    train_small(tmp_path / 's.pt', stop_after=1)
-    state = utils.load_checkpoint(tmp_path / 's.pt')
-    state['format'] = 'train_full state, format 9'
-    utils.save_checkpoint(state, tmp_path / 's.pt')
-    with pytest.raises(train_full.StateMismatch, match=r'a state of a newer version of train_full.py \(format 9; '
-                       r'this one reads 2\): update your checkout'):
-        train_small(tmp_path / 's.pt')
-    torch.save({'format': train_full.STATE_FORMAT, 'x': np.arange(3)}, tmp_path / 'p.pt')
-    with pytest.raises(train_full.StateMismatch, match='holds pickled Python objects') as e:
-        train_small(tmp_path / 'p.pt')
-    assert 'weights_only=False' not in str(e.value)
-
-
 def test_a_full_disk_during_a_save_names_the_cause_and_keeps_the_last_epoch(tmp_path, monkeypatch):
     import errno
     train_small(tmp_path / 's.pt', stop_after=1)
@@ -565,7 +483,7 @@ def test_a_full_disk_during_a_save_names_the_cause_and_keeps_the_last_epoch(tmp_
 
         def __exit__(self, *a):
             self.fh.close()
-    monkeypatch.setattr(utils.os, 'fdopen', lambda fd, mode: Full(real_fdopen(fd, mode)))
+    monkeypatch.setattr(checkpoints.os, 'fdopen', lambda fd, mode: Full(real_fdopen(fd, mode)))
     with pytest.raises(OSError, match=r'Could not save epoch 1 \(No space left in .* to save s\.pt: s\.pt is as it '
                        r'was before this save; free some space and save again\); the last completed epoch '
                        r'before it, 0, is kept in .*s\.pt') as e:
@@ -595,42 +513,6 @@ def test_a_text_too_short_for_the_configuration_is_named_with_what_it_needs(tmp_
 
 
 # --- shipped checkpoints are checked before they are trusted --------------------------------
-
-@pytest.fixture
-def shipped(tmp_path):
-    model, history, record = train_small(tmp_path / 's.pt', stop_after=1)
-    path = tmp_path / 'ship.pt'
-    train_full.ship('lstm', model, history, record, utils.CharVocab('abcdefghijkl'), text_ids(400, seed=1),
-                    CONFIG, path)
-    return path
-
-
-@pytest.mark.parametrize('damage, words', [
-    (lambda ck: ck['config'].__setitem__('n_hidden', 1_000_000), "sizes out of range"),
-    (lambda ck: ck['config'].__setitem__('n_hidden', 16), 'rnn.weight_ih_l0 is (32, 4), not (64, 4)'),
-    (lambda ck: ck['config'].__setitem__('dropout', 'half'), "its dropout is 'half'"),
-    (lambda ck: ck['vocab'].pop(), 'e.weight is (12, 4), not (11, 4)'),
-    (lambda ck: ck['vocab'].__setitem__(0, 'ab'), 'not a list of distinct single characters'),
-    (lambda ck: ck['model'].pop('l_out.bias'), "missing ['l_out.bias']"),
-    (lambda ck: ck['model']['l_out.bias'].__setitem__(0, float('nan')), 'l_out.bias are not finite'),
-    (lambda ck: ck.__setitem__('valid_loss_shipped_weights', float('nan')), 'recorded validation loss is nan'),
-    (lambda ck: ck.__setitem__('vocab', 'abc'), 'config, vocab or model is missing or of the wrong type'),
-])
-def test_a_damaged_shipped_checkpoint_is_refused_by_name_before_a_model_is_built(shipped, monkeypatch, damage, words):
-    ck = torch.load(shipped, weights_only=True)
-    damage(ck)
-    torch.save(ck, shipped)
-    built, real = [], train_full.build_model
-    monkeypatch.setattr(train_full, 'build_model', lambda *a: built.append(torch.get_default_device().type) or real(*a))
-    with pytest.raises(ValueError, match=r'.*ship\.pt is a damaged checkpoint: .*' + re.escape(words)):
-        utils.load_shipped(shipped)
-    assert set(built) <= {'meta'}                          # refused before a real model was built
-
-
-def test_load_shipped_names_a_device_this_machine_lacks(shipped):
-    with pytest.raises(RuntimeError, match=r"load_shipped\('ship.pt', device='cuda:7'\): the device cuda:7 is not "
-                       r"available here; this machine has: cpu"):
-        utils.load_shipped(shipped, device='cuda:7')
 
 
 def test_beam_search_raises_when_no_extension_is_finite():
@@ -697,7 +579,7 @@ def test_a_snapshot_ensemble_averages_the_snapshots_probabilities(tmp_path):
     valid_ids = text_ids(400, seed=1)
     losses = train_full.snapshot_ensemble(paths, vocab, valid_ids)
     assert list(losses) == ['epoch 0', 'epoch 2', 'epoch 6', 'last 2', 'last 3']
-    models = [train_full.load_cycle_end(p, vocab)[0] for p in paths]
+    models = [checkpoints.load_cycle_end(p, train_full.MODELS_BY_CELL, vocab)[0] for p in paths]
     loader = utils.LanguageModelLoader(valid_ids, config['bs'], config['bptt'])
     for model, label in zip(models, ['epoch 0', 'epoch 2', 'epoch 6']):      # one snapshot: evaluate's figure
         assert losses[label] == pytest.approx(utils.evaluate(model, loader, utils.seq_nll), abs=1e-6)
@@ -709,15 +591,6 @@ def test_a_snapshot_ensemble_averages_the_snapshots_probabilities(tmp_path):
     assert losses['last 2'] != pytest.approx(np.mean([losses['epoch 2'], losses['epoch 6']]), abs=1e-6)
     with pytest.raises(ValueError, match='no models'):
         train_full.ensemble_loss([], valid_ids, 4, 10)
-
-
-def test_a_snapshot_of_another_vocabulary_or_a_state_is_refused_by_name(tmp_path):
-    train_small(tmp_path / 's.pt', vocab='abcdefghijkl')
-    snapshot = tmp_path / 'lstm_cycle_end_epoch00.pt'
-    with pytest.raises(ValueError, match=r'lstm_cycle_end_epoch00\.pt was trained with another vocabulary'):
-        train_full.load_cycle_end(snapshot, list('abcdefghijkm'))
-    with pytest.raises(ValueError, match=r's\.pt is not a cycle-end snapshot'):
-        train_full.load_cycle_end(tmp_path / 's.pt', list('abcdefghijkl'))
 
 
 def test_the_command_line_measures_a_runs_snapshots(tmp_path, monkeypatch, capsys):

@@ -9,7 +9,7 @@ from pyflakes.api import check
 from pyflakes.reporter import Reporter
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted([ROOT / 'utils.py', ROOT / 'corpus.py', ROOT / 'awd_lstm.py', ROOT / 'train_full.py', ROOT / 'conftest.py',
+SOURCES = sorted([ROOT / 'utils.py', ROOT / 'corpus.py', ROOT / 'checkpoints.py', ROOT / 'awd_lstm.py', ROOT / 'train_full.py', ROOT / 'conftest.py',
                   ROOT / 'images' / 'draw_diagrams.py', ROOT / 'docs' / 'generate.py', *ROOT.glob('tests/*.py')])
 NOTEBOOKS = sorted(ROOT.glob('notebooks/*.ipynb'))
 
@@ -44,15 +44,17 @@ def test_pyflakes_is_clean(path):
 
 
 #: Names a module imports only for others to import from it: utils passes on what the
-#: notebooks use of corpus.py, so that they import from one module.
-REEXPORTS = {'utils.py': ('corpus.CORPUS_FOLDER', 'corpus.DATA_DIR', 'corpus.preprocess_speech')}
+#: notebooks use of corpus.py and checkpoints.py, so that they import from one module.
+REEXPORTS = {'utils.py': ('corpus.CORPUS_FOLDER', 'corpus.DATA_DIR', 'corpus.preprocess_speech',
+                          'checkpoints.load_checkpoint', 'checkpoints.save_checkpoint')}
 
 
-def test_the_corpus_module_imports_no_module_of_the_project():
-    # one direction only: utils passes on what it needs of corpus.py, never the other way round
+@pytest.mark.parametrize('module', ['corpus.py', 'checkpoints.py'])
+def test_the_plumbing_modules_import_no_module_of_the_project(module):
+    # one direction only: utils passes on what it needs of them, never the other way round
     import ast
     project = {path.stem for path in ROOT.glob('*.py')}
-    tree = ast.parse((ROOT / 'corpus.py').read_text())
+    tree = ast.parse((ROOT / module).read_text())
     imported = {alias.name.split('.')[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module.split('.')[0] for node in ast.walk(tree)
@@ -141,7 +143,7 @@ def test_utils_docstring_says_which_notebooks_use_each_public_name():
     public |= {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
                if isinstance(t, ast.Name)}
     public |= {alias.name for node in tree.body if isinstance(node, ast.ImportFrom)     # passed on
-               and node.module == 'corpus' for alias in node.names}
+               and node.module in ('corpus', 'checkpoints') for alias in node.names}
     public = {name for name in public if not name.startswith('_')}
     assert set(listed) | unused == public and not set(listed) & unused
     for name in public:

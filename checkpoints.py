@@ -1,0 +1,351 @@
+"""Checkpoints in one place: a file saved atomically and read safely (``weights_only=True``),
+weights kept in fp16 and loaded back in fp32, the models train_full.py ships, and a training
+run's resumable state and cycle-end snapshots. It imports no module of the project: the model
+classes come in as ``models``, a dict from cell name to class (utils and train_full.py pass theirs).
+Every error names the file, the cause and what to do, and never advises deleting anything."""
+from __future__ import annotations
+
+import errno
+import glob
+import inspect
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: Written into every state file; a file without it is not a state of this version.
+STATE_FORMAT = 'train_full state, format 2'
+
+
+# ----------------------------------------------------------------------- devices
+
+def available_devices():
+    found = ['cpu'] + [f'cuda:{i}' for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
+        found.append('mps')
+    return found
+
+
+def check_device(dev, what):
+    """``dev`` as a ``torch.device``, if this machine has it; else an error naming ``what`` asked for it."""
+    dev = torch.device(dev)
+    if dev.type == 'cpu':
+        return dev
+    ok = (dev.type == 'cuda' and torch.cuda.is_available()
+          and (dev.index is None or dev.index < torch.cuda.device_count())) or \
+         (dev.type == 'mps' and getattr(torch.backends, 'mps', None) is not None
+          and torch.backends.mps.is_available())
+    if not ok:
+        raise RuntimeError(f'{what}: the device {dev} is not available here; this machine has: '
+                           f'{", ".join(available_devices())}.')
+    return dev
+
+
+# -------------------------------------------------------------------- files
+
+def save_checkpoint(obj, path):
+    """``torch.save`` to ``path`` atomically: a temporary file beside it, then one rename, so a
+    kill during the save leaves the previous checkpoint intact. The file gets the mode a plain
+    ``torch.save`` would give it (0666 less the umask), not the temporary file's 0600."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, 'wb') as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        full = next((c for c in _causes(e) if isinstance(c, OSError) and c.errno == errno.ENOSPC), None)
+        if full is not None:        # torch reports it as "unexpected pos ..." with the cause inside
+            raise OSError(errno.ENOSPC, f'No space left in {path.parent} to save {path.name}: '
+                                        f'{path.name} is as it was before this save; free some '
+                                        f'space and save again') from e
+        raise
+    return path
+
+
+def _causes(e):
+    """``e`` and the exceptions it was raised from or while handling."""
+    seen = []
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return seen
+
+
+def load_checkpoint(path, map_location='cpu'):
+    """``torch.load(path, map_location=..., weights_only=True)``, with errors that say what is
+    wrong and lose nothing: a file of pickled objects (a whole module saved with
+    ``torch.save(model)``, numpy arrays) is "not a plain checkpoint"; a device this machine lacks
+    is named with the ones it has; only a file that cannot be read at all is "damaged", and then
+    the advice is to move it aside. A missing file raises ``FileNotFoundError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'No checkpoint at {path}' + (' (it is a folder)' if path.is_dir() else ''))
+    if isinstance(map_location, (str, torch.device)):
+        check_device(map_location, f'load_checkpoint({path.name!r}, map_location={str(map_location)!r})')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        message = str(e)
+        if 'Weights only load failed' in message:
+            raise RuntimeError(
+                f'{path} is not a plain checkpoint: it holds pickled Python objects (a module saved '
+                f'with torch.save(model), numpy arrays, ...), which weights_only=True refuses. If you '
+                f'trust where it came from, load it yourself with torch.load(path, '
+                f'weights_only=False); the series saves plain dicts of tensors, numbers and '
+                f'strings.') from e
+        if 'deserialize object on' in message or 'device' in message.lower():
+            raise RuntimeError(
+                f'{path} holds tensors saved on a device this machine lacks ({message.split(". ")[0]}). '
+                f'Pass map_location="cpu" (this machine has: {", ".join(available_devices())}).') from e
+        raise RuntimeError(
+            f'Could not read the checkpoint {path} ({type(e).__name__}: {message.split(". ")[0][:200]}): it is '
+            f'damaged or incomplete (a save cut short?). Move it aside (e.g. mv "{path}" '
+            f'"{path}.damaged") and train again, or restore it from a copy.') from e
+
+# ------------------------------------------------------------ weights and models
+
+def build_model(models, cell, vocab_size, config):
+    """The model of ``cell``: ``models[cell]`` called with the vocabulary size and the
+    configuration's values of its other arguments (``n_fac``, ``n_hidden``, ``n_layers``, ...)."""
+    cls = models[cell]
+    names = list(inspect.signature(cls).parameters)[1:]
+    return cls(vocab_size, **{name: config[name] for name in names})
+
+
+def half(model):
+    """The model's weights in fp16, on the CPU (the shipped and cycle-end checkpoints)."""
+    return {k: v.detach().to('cpu', torch.float16) if v.is_floating_point() else v.cpu()
+            for k, v in model.state_dict().items()}
+
+
+def from_half(model, weights):
+    """``model`` with ``weights`` (a state dict whose floating-point tensors are fp16, as the
+    shipped and cycle-end checkpoints keep them) loaded and cast to fp32."""
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    return model
+
+
+def non_finite(tensors):
+    """The names of the floating-point tensors among ``(name, tensor)`` pairs that hold NaN or inf."""
+    return [name for name, t in tensors if torch.is_tensor(t) and t.is_floating_point()
+            and not torch.isfinite(t).all()]
+
+
+def checked_model(path, models, cell, vocab, config, weights, loss=0.0):
+    """The model of ``cell`` with the fp16 ``weights`` of the file ``path`` in fp32, built only
+    once the weights fit it: every name and shape, checked by a strict ``load_state_dict`` into
+    the model built on the meta device (no memory), every value finite, the recorded ``loss``
+    too. Else a ``ValueError`` names the file and the cause, and nothing is half-loaded."""
+    try:
+        if not (isinstance(vocab, list) and all(isinstance(c, str) and len(c) == 1 for c in vocab)
+                and len(set(vocab)) == len(vocab)):
+            raise ValueError('its vocabulary is not a list of distinct single characters')
+        with torch.device('meta'):
+            build_model(models, cell, len(vocab), config).load_state_dict(weights, assign=True)
+        bad = non_finite(list(weights.items()) + [('recorded validation loss', torch.tensor(float(loss)))])
+        if bad:
+            raise ValueError(f'{", ".join(bad[:3])} not finite (NaN or infinite)')
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        cause = ' '.join(str(e).split()) if isinstance(e, (ValueError, RuntimeError)) else f'{type(e).__name__}: {e}'
+        raise ValueError(f'{path} is a damaged checkpoint ({cause}). Restore it from a copy (a shipped '
+                         f'model: git checkout -- {path}) or train it again.') from None
+    return from_half(build_model(models, cell, len(vocab), config), weights)
+
+
+def load_shipped(path, models, device='cpu'):
+    """A checkpoint shipped by train_full.py (``models/<cell>_3x512.pt``), ready to evaluate:
+    returns ``(model, checkpoint)``, the model of the checkpoint's cell (one of ``models``) with
+    its fp16 weights cast to fp32, on ``device``, once they fit its configuration and vocabulary
+    (:func:`checked_model`)."""
+    device = check_device(device, f'load_shipped({Path(path).name!r}, device={str(device)!r})')
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint, dict) or 'valid_loss_shipped_weights' not in checkpoint:
+        raise ValueError(f'{path} is not a checkpoint shipped by train_full.py (models/<cell>_3x512.pt); '
+                         f'a state file of a run is resumed by train_full.py instead')
+    if checkpoint.get('cell') not in models:
+        raise ValueError(f'{path} holds a model of cell {checkpoint.get("cell")!r}, and load_shipped was '
+                         f'given the classes of {", ".join(map(repr, models))} only: pass its class, e.g. '
+                         f'load_shipped(path, models=awd_lstm.MODELS_BY_CELL)')
+    model = checked_model(path, models, checkpoint['cell'], checkpoint.get('vocab'), checkpoint.get('config'),
+                          checkpoint.get('model'), checkpoint['valid_loss_shipped_weights'])
+    return model.to(device).eval(), checkpoint
+
+
+# ------------------------------------------------------------- a run's state
+
+class StateMismatch(ValueError):
+    """A state file that cannot be resumed by this command; the message says why and what to do."""
+
+
+#: What every state holds, and of which type (checked before anything is read from it).
+STATE_FIELDS = {'cell': str, 'config': dict, 'fingerprint': dict, 'model': dict, 'optimizer': dict,
+                'scheduler': dict, 'history': dict, 'wall_seconds': (int, float), 'epochs': list,
+                'rng_cpu': torch.Tensor}
+
+
+def _format_number(marker):
+    prefix = STATE_FORMAT.rsplit(' ', 1)[0] + ' '
+    if isinstance(marker, str) and marker.startswith(prefix) and marker[len(prefix):].isdigit():
+        return int(marker[len(prefix):])
+    return None
+
+
+def check_state_contents(state, path):
+    """Refuse, by name, a state whose fields are missing, malformed or not finite (NaN weights,
+    optimiser moments or losses), before anything is loaded from it."""
+    problems = [f'{k!r} is missing' if k not in state else f'{k!r} is a {type(state[k]).__name__}'
+                for k, kind in STATE_FIELDS.items() if not isinstance(state.get(k), kind)]
+    if not problems:
+        history = state['history']
+        lengths = {k: len(history.get(k) or []) for k in ('epoch', 'train_loss', 'valid_loss')}
+        if len(set(lengths.values())) != 1 or lengths['epoch'] != len(state['epochs']) or not lengths['epoch']:
+            problems.append(f'its history ({lengths}) and its {len(state["epochs"])} recorded epochs disagree')
+        elif state['scheduler'].get('last_epoch') != len(history.get('batch_loss') or []):
+            problems.append(f'its schedule is at batch {state["scheduler"].get("last_epoch")} but its '
+                            f'history has {len(history.get("batch_loss") or [])} batches')
+        else:
+            moments = [(f'optimiser {k} of parameter {i}', v) for i, st in state['optimizer'].get('state', {}).items()
+                       for k, v in st.items()]
+            bad = non_finite(list(state['model'].items()) + moments)
+            losses = [('train_loss', v) for v in history['train_loss']] + \
+                     [('valid_loss', v) for v in history['valid_loss']] + [('moving average', history.get('average', 0.0))]
+            bad += sorted({k for k, v in losses if not (isinstance(v, (int, float)) and np.isfinite(v))})
+            if bad:
+                problems.append(f'it holds values that are not finite (NaN or infinite) in {", ".join(bad[:4])}'
+                                + (f' and {len(bad) - 4} more' if len(bad) > 4 else ''))
+    if problems:
+        raise StateMismatch(f'{path} is a damaged state: {"; ".join(problems)}. It cannot be resumed; '
+                            f'{_move_aside_advice(path)}')
+
+
+def _move_aside_advice(path):
+    return (f'Move it aside to start afresh (e.g. mv "{path}" "{path}.aside"), or pass '
+            f'another --state-dir.')
+
+
+def _differences(saved, now, what):
+    keys = sorted(set(saved) | set(now), key=str)
+    return [f'{what} {k!r}: {saved.get(k, "(absent)")!r} in the state, {now.get(k, "(absent)")!r} now'
+            for k in keys if saved.get(k, '(absent)') != now.get(k, '(absent)')]
+
+
+def check_state(state, path, cell, config, fingerprint, config_defaults=None):
+    """Refuse, by name, a state that is not a ``train_full`` state of this format, or that
+    belongs to another run (cell, configuration or text); never advise deleting it.
+    ``config_defaults``: what a state saved before some keys existed meant by their absence."""
+    if not isinstance(state, dict):
+        raise StateMismatch(f'{path} holds a {type(state).__name__}, not a state of '
+                            f'train_full.py. {_move_aside_advice(path)}')
+    if state.get('format') != STATE_FORMAT:
+        number = _format_number(state.get('format'))
+        if number is not None and number > _format_number(STATE_FORMAT):
+            raise StateMismatch(f'{path} is a state of a newer version of train_full.py (format '
+                                f'{number}; this one reads {_format_number(STATE_FORMAT)}): update '
+                                f'your checkout (git pull) and run it again.')
+        if 'valid_loss_shipped_weights' in state:
+            what = 'a shipped checkpoint (models/<cell>_3x512.pt), which holds no optimiser'
+        elif {'cell', 'config', 'optimizer', 'rng_cpu'} <= state.keys():
+            what = ('a state of an earlier version of train_full.py, which recorded no '
+                    'fingerprint of its text')
+        else:
+            what = f'a dict with the keys {sorted(map(str, state))[:8]}'
+        raise StateMismatch(f'{path} is not a state of this train_full.py: it is {what}. '
+                            f'{_move_aside_advice(path)}')
+    check_state_contents(state, path)
+    diffs = []
+    if state['cell'] != cell:
+        diffs.append(f'cell: {state["cell"]!r} in the state, {cell!r} now')
+    diffs += _differences({**(config_defaults or {}), **state['config']}, config, 'config')
+    diffs += _differences(state['fingerprint'], fingerprint, 'text')
+    if diffs:
+        raise StateMismatch(f'{path} belongs to another run; it differs in ' + '; '.join(diffs)
+                            + f'. {_move_aside_advice(path)}')
+
+
+def check_state_dir(folder):
+    """Fail before training, not after the first epoch, when ``folder`` cannot hold the state."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f'The state folder {folder} is a file, not a folder: pass a '
+                                 f'folder as --state-dir.')
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise PermissionError(f'The state folder {folder} is not writable ({e.strerror or e}): '
+                              f'pass a writable folder as --state-dir.') from e
+
+
+def remove_unfinished_saves(state_path, verbose=True):
+    """Delete the temporary files a save of ``state_path`` killed midway left behind (about
+    65 MB each at full size); the state file itself is never touched."""
+    state_path = Path(state_path)
+    removed = []
+    for tmp in state_path.parent.glob(glob.escape(state_path.name) + '.*.tmp'):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp.name)
+    if removed and verbose:
+        print(f'removed {len(removed)} unfinished save(s) of {state_path.name}: {", ".join(removed)}')
+    return removed
+
+
+def load_state(path, map_location, cell, config, fingerprint, config_defaults=None):
+    """The state of a run at ``path``, once :func:`check_state` has found it whole and of this run."""
+    try:
+        state = load_checkpoint(path, map_location=map_location)
+    except RuntimeError as e:
+        if 'not a plain checkpoint' in str(e):     # never advise weights_only=False for a state
+            raise StateMismatch(f'{path} holds pickled Python objects, which no state of '
+                                f'train_full.py does, so it is not loaded (loading it could run '
+                                f'code it carries). {_move_aside_advice(path)}') from None
+        raise
+    check_state(state, path, cell, config, fingerprint, config_defaults)
+    return state
+
+
+def save_state(state, path, epoch):
+    """Save the state after ``epoch`` atomically; a failure says which epoch the file still holds."""
+    try:
+        save_checkpoint(state, path)
+    except OSError as e:
+        kept = f'the last completed epoch before it, {epoch - 1}, is kept in {path}' if epoch else \
+            'no earlier epoch was saved'
+        raise OSError(e.errno, f'Could not save epoch {epoch} ({e.strerror or e}); {kept}. '
+                               f'Run the same command again once the cause is fixed.') from e
+
+
+# -------------------------------------------------------- cycle-end snapshots
+
+def save_cycle_end(path, cell, model, history, config, vocab=None):
+    """Keep the weights at the end of a cycle (fp16), as the original saved its model at the
+    end of every cycle: the members of a snapshot ensemble (``--ensemble``). Not committed (about 11 MB each for the LSTM, 8 MB for the GRU)."""
+    save_checkpoint({'cell': cell, 'config': config, 'epoch': history.epoch[-1],
+                     'train_loss': history.train_loss[-1], 'valid_loss': history.valid_loss[-1],
+                     'vocab': None if vocab is None else list(vocab), 'model': half(model)}, path)
+
+
+def load_cycle_end(path, models, vocab, device='cpu'):
+    """A snapshot kept by :func:`save_cycle_end`, as a model ready to evaluate (one of
+    ``models``): returns ``(model, snapshot)``. Its vocabulary must be ``vocab`` (the text it is
+    measured on)."""
+    snapshot = load_checkpoint(path)
+    if not isinstance(snapshot, dict) or 'format' in snapshot or snapshot.get('cell') not in models:
+        raise ValueError(f'{path} is not a cycle-end snapshot written by train_full.py '
+                         f'(<cell>_cycle_end_epochNN.pt, kept beside a run\'s state at the end of each cycle)')
+    if snapshot.get('vocab') != list(vocab):
+        raise ValueError(f'{path} was trained with another vocabulary than the text it is to be '
+                         f'measured on: measure it on the speeches and order of its own run')
+    model = checked_model(path, models, snapshot['cell'], list(vocab), snapshot.get('config'), snapshot.get('model'))
+    return model.to(device).eval(), snapshot
+
