@@ -276,7 +276,7 @@ def test_the_first_line_names_the_numeric_path(tmp_path, capsys):
 
 def test_a_state_of_another_vocabulary_size_is_refused_naming_the_file(tmp_path):
     train_small(tmp_path / 's.pt', stop_after=1)
-    with pytest.raises(train_full.StateMismatch, match=r"^/.*/s\.pt belongs to another run; it differs in text 'vocab': '12 characters' in the state, '13 characters' now"):
+    with pytest.raises(train_full.StateMismatch, match=r"s\.pt belongs to another run.*text 'vocab': '12 characters' in the state, '13 characters' now"):
         train_full.train('lstm', text_ids(1200), text_ids(400, seed=1), 13, CONFIG, tmp_path / 's.pt', verbose=False)
 
 
@@ -424,7 +424,7 @@ def test_a_diverged_epoch_never_replaces_the_last_good_state(tmp_path, monkeypat
                        r'Run the same command with --clip'):
         train_small(tmp_path / 's.pt')
     assert (tmp_path / 's.pt').read_bytes() == good
-    with pytest.raises(train_full.RunDiverged, match=r'^Epoch 0 diverged .*, so it was not saved; no state was saved\. Run'):
+    with pytest.raises(train_full.RunDiverged, match=r'Epoch 0 diverged .*not saved; no state was saved'):
         train_small(tmp_path / 'fresh.pt')                           # the first epoch: nothing to keep
     assert not (tmp_path / 'fresh.pt').exists()
     monkeypatch.undo()

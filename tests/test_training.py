@@ -33,8 +33,7 @@ def test_a_vocabulary_shows_its_characters():
 def test_decode_refuses_booleans_and_names_the_range():
     vocab = utils.CharVocab('abc')
     for bad in ([True], [False]):                       # bools are ints to Python, not indices here
-        with pytest.raises(ValueError, match=r'^decode: (True|False) is not an index of this vocabulary '
-                                             r'\(whole numbers from 0 to 2\)$'):
+        with pytest.raises(ValueError, match=r'(True|False) is not an index .*from 0 to 2'):
             vocab.decode(bad)
 
 
@@ -44,7 +43,7 @@ def test_the_frequency_baseline_counts_characters_seen_once():
 
 
 def test_an_empty_text_has_no_vocabulary():
-    with pytest.raises(ValueError, match='^CharVocab needs a text with at least one character, got an empty one$'):
+    with pytest.raises(ValueError, match='at least one character'):
         utils.CharVocab('')
 
 
@@ -382,8 +381,7 @@ def test_fit_and_evaluate_measure_under_the_autocast_they_are_given():
 
 
 def test_evaluate_on_nothing_says_what_to_check():
-    with pytest.raises(ValueError, match=r'^evaluate: the loader gave no targets, so there is no loss to '
-                                         r'average \(is the validation set empty\?\)$'):
+    with pytest.raises(ValueError, match='no targets'):
         utils.evaluate(nn.Linear(2, 2), [], F.mse_loss)
 
 
