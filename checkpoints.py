@@ -95,22 +95,19 @@ def load_checkpoint(path, map_location='cpu'):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        message = str(e)
-        if 'Weights only load failed' in message:
-            raise RuntimeError(
-                f'{path} is not a plain checkpoint: it holds pickled Python objects (a module saved '
-                f'with torch.save(model), numpy arrays, ...), which weights_only=True refuses. If you '
-                f'trust where it came from, load it yourself with torch.load(path, '
-                f'weights_only=False); the series saves plain dicts of tensors, numbers and '
-                f'strings.') from e
-        if 'deserialize object on' in message or 'device' in message.lower():
-            raise RuntimeError(
-                f'{path} holds tensors saved on a device this machine lacks ({message.split(". ")[0]}). '
-                f'Pass map_location="cpu" (this machine has: {", ".join(available_devices())}).') from e
-        raise RuntimeError(
-            f'Could not read the checkpoint {path} ({type(e).__name__}: {message.split(". ")[0][:200]}): it is '
-            f'damaged or incomplete (a save cut short?). Move it aside (e.g. mv "{path}" '
-            f'"{path}.damaged") and train again, or restore it from a copy.') from e
+        first = str(e).split('. ')[0][:200]
+        if 'Weights only load failed' in str(e):
+            why = ('is not a plain checkpoint: it holds pickled Python objects (a module saved with torch.save(model), '
+                   'numpy arrays, ...), which weights_only=True refuses. If you trust where it came from, load it '
+                   'yourself with torch.load(path, weights_only=False); the series saves plain dicts of tensors, '
+                   'numbers and strings')
+        elif 'deserialize object on' in str(e) or 'device' in str(e).lower():
+            why = (f'holds tensors saved on a device this machine lacks ({first}). Pass map_location="cpu" (this '
+                   f'machine has: {", ".join(available_devices())})')
+        else:
+            why = (f'({type(e).__name__}: {first}): it is damaged or incomplete (a save cut short?). '
+                   f'Move it aside (e.g. mv "{path}" "{path}.damaged") and train again, or restore it from a copy')
+        raise RuntimeError(f'{path} {why}.') from e
 
 # ------------------------------------------------------------ weights and models
 
@@ -224,13 +221,13 @@ def check_state_contents(state, path):
                 problems.append(f'it holds values that are not finite (NaN or infinite) in {", ".join(bad[:4])}'
                                 + (f' and {len(bad) - 4} more' if len(bad) > 4 else ''))
     if problems:
-        raise StateMismatch(f'{path} is a damaged state: {"; ".join(problems)}. It cannot be resumed; '
-                            f'{_move_aside_advice(path)}')
+        raise _refused(path, f'is a damaged state: {"; ".join(problems)}. It cannot be resumed;')
 
 
-def _move_aside_advice(path):
-    return (f'Move it aside to start afresh (e.g. mv "{path}" "{path}.aside"), or pass '
-            f'another --state-dir.')
+def _refused(path, why):
+    """A state that this command cannot resume: ``why``, then what to do (never to delete it)."""
+    return StateMismatch(f'{path} {why} Move it aside to start afresh (e.g. mv "{path}" "{path}.aside"), or pass '
+                         f'another --state-dir.')
 
 
 def _differences(saved, now, what):
@@ -244,23 +241,19 @@ def check_state(state, path, cell, config, fingerprint, config_defaults=None):
     belongs to another run (cell, configuration or text); never advise deleting it.
     ``config_defaults``: what a state saved before some keys existed meant by their absence."""
     if not isinstance(state, dict):
-        raise StateMismatch(f'{path} holds a {type(state).__name__}, not a state of '
-                            f'train_full.py. {_move_aside_advice(path)}')
+        raise _refused(path, f'holds a {type(state).__name__}, not a state of train_full.py.')
     if state.get('format') != STATE_FORMAT:
         number = _format_number(state.get('format'))
         if number is not None and number > _format_number(STATE_FORMAT):
-            raise StateMismatch(f'{path} is a state of a newer version of train_full.py (format '
-                                f'{number}; this one reads {_format_number(STATE_FORMAT)}): update '
-                                f'your checkout (git pull) and run it again.')
+            raise StateMismatch(f'{path} is a state of a newer version of train_full.py (format {number}; this one '
+                                f'reads {_format_number(STATE_FORMAT)}): update your checkout (git pull) and run it again.')
         if 'valid_loss_shipped_weights' in state:
             what = 'a shipped checkpoint (models/<cell>_3x512.pt), which holds no optimiser'
         elif {'cell', 'config', 'optimizer', 'rng_cpu'} <= state.keys():
-            what = ('a state of an earlier version of train_full.py, which recorded no '
-                    'fingerprint of its text')
+            what = 'a state of an earlier version of train_full.py, which recorded no fingerprint of its text'
         else:
             what = f'a dict with the keys {sorted(map(str, state))[:8]}'
-        raise StateMismatch(f'{path} is not a state of this train_full.py: it is {what}. '
-                            f'{_move_aside_advice(path)}')
+        raise _refused(path, f'is not a state of this train_full.py: it is {what}.')
     check_state_contents(state, path)
     diffs = []
     if state['cell'] != cell:
@@ -268,23 +261,21 @@ def check_state(state, path, cell, config, fingerprint, config_defaults=None):
     diffs += _differences({**(config_defaults or {}), **state['config']}, config, 'config')
     diffs += _differences(state['fingerprint'], fingerprint, 'text')
     if diffs:
-        raise StateMismatch(f'{path} belongs to another run; it differs in ' + '; '.join(diffs)
-                            + f'. {_move_aside_advice(path)}')
+        raise _refused(path, f'belongs to another run; it differs in {"; ".join(diffs)}.')
 
 
 def check_state_dir(folder):
     """Fail before training, not after the first epoch, when ``folder`` cannot hold the state."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f'The state folder {folder} is a file, not a folder: pass a '
-                                 f'folder as --state-dir.')
+        raise NotADirectoryError(f'The state folder {folder} is a file, not a folder: pass a folder as --state-dir.')
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise PermissionError(f'The state folder {folder} is not writable ({e.strerror or e}): '
-                              f'pass a writable folder as --state-dir.') from e
+        raise PermissionError(f'The state folder {folder} is not writable ({e.strerror or e}): pass a writable '
+                              f'folder as --state-dir.') from e
 
 
 def remove_unfinished_saves(state_path, verbose=True):
@@ -306,9 +297,8 @@ def load_state(path, map_location, cell, config, fingerprint, config_defaults=No
         state = load_checkpoint(path, map_location=map_location)
     except RuntimeError as e:
         if 'not a plain checkpoint' in str(e):     # never advise weights_only=False for a state
-            raise StateMismatch(f'{path} holds pickled Python objects, which no state of '
-                                f'train_full.py does, so it is not loaded (loading it could run '
-                                f'code it carries). {_move_aside_advice(path)}') from None
+            raise _refused(path, 'holds pickled Python objects, which no state of train_full.py does, so it is not '
+                                 'loaded (loading it could run code it carries).') from None
         raise
     check_state(state, path, cell, config, fingerprint, config_defaults)
     return state

@@ -112,14 +112,15 @@ def _disk_error(e, url, dest):
         return CorpusDownloadError(
             f'The data folder {dest} is not writable ({e.strerror}). Set PRESIDENTIAL_DATA_DIR to '
             f'a folder you can write to, or change its permissions.', cause=f'{dest} is not writable')
-    return CorpusDownloadError(f'Could not write the corpus into {dest} ({e.strerror or e}). '
-                               f'{_remedy(url, dest)}', cause=f'could not write into {dest}')
+    return _failed(f'Could not write the corpus into {dest} ({e.strerror or e}).', url, dest,
+                   f'could not write into {dest}')
 
 
-def _remedy(url, dest):
-    return (f'Check the address, set PRESIDENTIAL_CORPUS_URL to a reachable copy of the corpus zip, '
-            f'or unzip a copy yourself so that "{Path(dest) / CORPUS_FOLDER}" exists '
-            f'(tried {url}).')
+def _failed(why, url, dest, cause=None):
+    """The error of a download or an unpacking that cannot finish: ``why``, then what to do."""
+    return CorpusDownloadError(f'{why} Check the address, set PRESIDENTIAL_CORPUS_URL to a reachable copy of the '
+                               f'corpus zip, or unzip a copy yourself so that "{Path(dest) / CORPUS_FOLDER}" '
+                               f'exists (tried {url}).', cause)
 
 
 def _incompleteness(folder):
@@ -149,35 +150,25 @@ def corpus_present(dest=DATA_DIR):
     return not _incompleteness(folder)
 
 
-def _check_zip_entries(zf, url, dest):
-    """Refuse the archive before anything is written if any entry could escape ``dest``."""
-    total = 0
+def _zip_problem(zf):
+    """Why the archive must be refused before anything is written, in words, or '' when every
+    entry stays inside its folder and the archive holds the corpus folder."""
     for info in zf.infolist():
-        name = info.filename
-        parts = PurePosixPath(name).parts
-        mode = (info.external_attr >> 16) & 0o170000
+        name, parts = info.filename, PurePosixPath(info.filename).parts
         if (name.startswith(('/', '\\')) or '\\' in name or re.match(r'^[A-Za-z]:', name)
-                or '..' in parts or mode == 0o120000):
-            raise CorpusDownloadError(
-                f'Refusing the zip from {url}: entry {name!r} is an absolute path, a link or '
-                f'climbs out with "..". Nothing was written. {_remedy(url, dest)}')
+                or '..' in parts or (info.external_attr >> 16) & 0o170000 == 0o120000):
+            return f'entry {name!r} is an absolute path, a link or climbs out with ".."'
         if info.is_dir() and name.rstrip('/').endswith('.txt'):
-            raise CorpusDownloadError(
-                f'Refusing the zip from {url}: entry {name!r} is a folder named like a speech. '
-                f'Nothing was written. {_remedy(url, dest)}')
+            return f'entry {name!r} is a folder named like a speech'
         if parts == (CORPUS_FOLDER,) and not info.is_dir():
-            raise CorpusDownloadError(
-                f'Refusing the zip from {url}: "{CORPUS_FOLDER}" in it is a file, not a folder. '
-                f'Nothing was written. {_remedy(url, dest)}')
-        total += info.file_size
+            return f'"{CORPUS_FOLDER}" in it is a file, not a folder'
+    total = sum(info.file_size for info in zf.infolist())
     if total > _MAX_UNZIPPED_BYTES:
-        raise CorpusDownloadError(
-            f'Refusing the zip from {url}: it would unpack to {total:,} bytes. {_remedy(url, dest)}')
-    if not any(PurePosixPath(i.filename).parts[:1] == (CORPUS_FOLDER,)
-               and len(PurePosixPath(i.filename).parts) > 1 for i in zf.infolist()):
-        raise CorpusDownloadError(
-            f'The zip from {url} has no "{CORPUS_FOLDER}/" folder: it is not the corpus. '
-            f'{_remedy(url, dest)}')
+        return f'it would unpack to {total:,} bytes'
+    if not any(PurePosixPath(info.filename).parts[:1] == (CORPUS_FOLDER,)
+               and len(PurePosixPath(info.filename).parts) > 1 for info in zf.infolist()):
+        return f'it has no "{CORPUS_FOLDER}/" folder: it is not the corpus'
+    return ''
 
 
 def _session_with_sockets():
@@ -271,20 +262,14 @@ def _write_body(r, url, fh, progress):
     encoded = r.headers.get('Content-Encoding', 'identity').lower() not in ('', 'identity')
     # Content-Length counts the bytes on the wire; with gzip transfer encoding those are not
     # the bytes iter_content gives back, so only an unencoded body can be checked.
-    length = r.headers.get('Content-Length') or '0'
-    try:
-        total = None if encoded else (int(length) or None)
-        if total is not None and total < 0:
-            raise ValueError(length)
-    except ValueError:
-        raise CorpusDownloadError(f'The server sent an invalid Content-Length ({length!r}) for '
-                                  f'{url}: not the corpus download. {_remedy(url, "the data folder")}',
-                                  cause='the server sent an invalid Content-Length') from None
-    too_much = CorpusDownloadError(
-        f'The server sent more than {_MAX_DOWNLOAD_BYTES:,} bytes for {url} (the corpus zip is '
-        f'about 9.3 MB), so the download was stopped: it is not the corpus download. '
-        f'{_remedy(url, "the data folder")}',
-        cause=f'the server sent more than {_MAX_DOWNLOAD_BYTES:,} bytes')
+    length = '' if encoded else r.headers.get('Content-Length', '').strip()
+    if length and not length.isdigit():
+        raise _failed(f'The server sent an invalid Content-Length ({length!r}) for {url}: not the corpus download.',
+                      url, 'the data folder', 'the server sent an invalid Content-Length')
+    total = int(length or 0) or None
+    too_much = _failed(f'The server sent more than {_MAX_DOWNLOAD_BYTES:,} bytes for {url} (the corpus zip is about '
+                       f'9.3 MB), so the download was stopped: it is not the corpus download.',
+                       url, 'the data folder', f'the server sent more than {_MAX_DOWNLOAD_BYTES:,} bytes')
     too_much.retry = False
     if (total or 0) > _MAX_DOWNLOAD_BYTES:
         raise too_much
@@ -354,11 +339,9 @@ def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='a
                 target.rmdir()                # an empty folder left by hand
             return _download_and_unpack(url, dest, timeout, retries, page, deadline, progress)
     except Timeout as e:
-        raise CorpusDownloadError(
-            f'Another process has been downloading the corpus into {dest} for over '
-            f'{lock_timeout} s (it holds the lock {dest / _LOCK}; the lock ends with that '
-            f'process). Wait for it or stop it. {_remedy(url, dest)}',
-            cause='another process is downloading it') from e
+        raise _failed(f'Another process has been downloading the corpus into {dest} for over {lock_timeout} s (it '
+                      f'holds the lock {dest / _LOCK}; the lock ends with that process). Wait for it or stop it.',
+                      url, dest, 'another process is downloading it') from e
     except OSError as e:    # writing into the folder: its lock, the zip, the unpacked corpus
         raise _disk_error(e, url, dest) from e
 
@@ -382,9 +365,8 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline, progress):
                           f'trying the download link anyway)')
             for attempt in range(retries + 1):
                 if time.monotonic() > end:        # the page visit or the earlier tries used it up
-                    raise CorpusDownloadError(
-                        f'The download from {url} passed its deadline of {deadline} s before it '
-                        f'could start. {_remedy(url, dest)}', cause=f'the deadline of {deadline} s passed')
+                    raise _failed(f'The download from {url} passed its deadline of {deadline} s before it could '
+                                  f'start.', url, dest, f'the deadline of {deadline} s passed')
                 try:
                     with open(zip_path, 'wb') as fh:
                         _stream_to(session, url, fh, timeout, end,
@@ -392,25 +374,21 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline, progress):
                     break
                 except requests.HTTPError as e:
                     status = f'{e.response.status_code} {e.response.reason}'
-                    raise CorpusDownloadError(
-                        f'The server answered {status} for {url}. {_remedy(url, dest)}',
-                        cause=f'the server answered {status}') from e
+                    raise _failed(f'The server answered {status} for {url}.', url, dest,
+                                  f'the server answered {status}') from e
                 except (requests.RequestException, CorpusDownloadError) as e:
                     if not getattr(e, 'retry', True):
                         raise
                     if attempt == retries or time.monotonic() > end:
-                        raise CorpusDownloadError(
-                            f'Could not download the corpus from {url} ({type(e).__name__}: {e}). '
-                            f'{_remedy(url, dest)}',
-                            cause=getattr(e, 'cause', None) or f'could not download it ({_in_words(e)})') from e
+                        raise _failed(f'Could not download the corpus from {url} ({type(e).__name__}: {e}).', url,
+                                      dest, getattr(e, 'cause', None) or f'could not download it ({_in_words(e)})') from e
                     time.sleep(0.5 * (attempt + 1))
         unpacked = work / 'unpacked'
         _unzip(zip_path, unpacked, url, dest)
         what = _incompleteness(unpacked / CORPUS_FOLDER)   # the check a hand-unpacked folder meets
         if what:
-            raise CorpusDownloadError(
-                f'The zip from {url} is not the complete corpus ({what}); nothing was kept. '
-                f'{_remedy(url, dest)}', cause=f'the zip is not the complete corpus ({what})')
+            raise _failed(f'The zip from {url} is not the complete corpus ({what}); nothing was kept.', url, dest,
+                          f'the zip is not the complete corpus ({what})')
         (unpacked / CORPUS_FOLDER / _COMPLETE).write_text(f'downloaded from {url}\n')
         os.replace(unpacked / CORPUS_FOLDER, target)
         return target
@@ -419,27 +397,22 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline, progress):
 
 
 def _unzip(zip_path, into, url, dest):
-    """Unpack the downloaded zip into ``into`` once every entry has passed
-    :func:`_check_zip_entries`; whatever fails in the archive is one ``CorpusDownloadError`` that
-    names the address."""
+    """Unpack the downloaded zip into ``into`` once :func:`_zip_problem` finds nothing to refuse;
+    whatever fails in the archive is one ``CorpusDownloadError`` that names the address."""
     try:
         with zipfile.ZipFile(zip_path) as zf:
-            _check_zip_entries(zf, url, dest)
-            zf.extractall(into)
-    except CorpusDownloadError:
-        raise
-    except zipfile.BadZipFile as e:
-        raise CorpusDownloadError(
-            f'What {url} sent is not a zip file (a web page, or a truncated download?), or a '
-            f'damaged one ({e}). {_remedy(url, dest)}') from e
-    except OSError as e:
-        if e.errno in _DISK_ERRNOS:
+            problem = _zip_problem(zf)
+            if not problem:
+                zf.extractall(into)
+                return
+        why = f'Refusing the zip from {url}: {problem}. Nothing was written.'
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, UnicodeDecodeError) as e:
+        if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
             raise _disk_error(e, url, dest) from e
-        raise CorpusDownloadError(f'The zip from {url} is damaged ({e}). {_remedy(url, dest)}') from e
-    except (EOFError, NotImplementedError, RuntimeError, UnicodeDecodeError) as e:   # encrypted, an
-        raise CorpusDownloadError(                                       # unknown method, odd names
-            f'The zip from {url} cannot be unpacked ({type(e).__name__}: {e}): not the corpus '
-            f'zip. {_remedy(url, dest)}', cause=f'the zip cannot be unpacked ({type(e).__name__})') from e
+        why = (f'What {url} sent is not a zip file (a web page, or a truncated download?), or a damaged one ({e}).'
+               if isinstance(e, (zipfile.BadZipFile, OSError)) else   # encrypted, an unknown method, odd names
+               f'The zip from {url} cannot be unpacked ({type(e).__name__}: {e}): not the corpus zip.')
+    raise _failed(why, url, dest)
 
 
 def sotu_speeches(president):

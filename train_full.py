@@ -105,8 +105,8 @@ def awd_variant(settings):
     for setting in settings:
         key, _, value = setting.partition('=')
         if key not in AWD_CONFIG or not value:
-            raise ValueError(f'--awd {setting!r}: expected KEY=VALUE with KEY one of '
-                             f'{", ".join(AWD_CONFIG)} (the regularised LSTM\'s settings)')
+            raise ValueError(f'--awd {setting!r}: expected KEY=VALUE with KEY one of {", ".join(AWD_CONFIG)} (the '
+                             f'regularised LSTM\'s settings)')
         if isinstance(AWD_CONFIG[key], bool):
             if value.lower() not in ('true', 'false'):
                 raise ValueError(f'--awd {setting!r}: {key} is true or false')
@@ -507,16 +507,15 @@ def main(argv=None):
     train_ids, valid_ids = ids[:n_train], ids[n_train:valid_end]
     needed = n_train + 2 * config['bs']         # two characters per column to validate on
     if len(ids) < needed:
-        sys.exit(f'train_full.py: the text ({speeches.n_speeches} speeches of {speeches.president}, '
-                 f'{len(ids):,} characters, from the {speeches.source}) is too short for this '
-                 f'configuration: it needs more than {needed:,} characters ({n_train:,} for '
-                 f'training, then at least {2 * config["bs"]} for validation). Is the corpus '
-                 f'complete? See docs/data.md.')
+        sys.exit(f'train_full.py: the text ({speeches.n_speeches} speeches of {speeches.president}, {len(ids):,} '
+                 f'characters, from the {speeches.source}) is too short for this configuration: it needs more than '
+                 f'{needed:,} characters ({n_train:,} for training, then at least {2 * config["bs"]} for validation). '
+                 f'Is the corpus complete? See docs/data.md.')
     if args.ensemble:
         paths = sorted(state_dir.glob(f'{args.cell}_cycle_end_epoch*.pt'))
         if not paths:
-            sys.exit(f'train_full.py: {state_dir} holds no cycle-end snapshots of {name} '
-                     f'({args.cell}_cycle_end_epochNN.pt): train the run first')
+            sys.exit(f'train_full.py: {state_dir} holds no cycle-end snapshots of {name} ({args.cell}_cycle_end_epochNN.pt): '
+                     f'train the run first')
         try:
             losses = snapshot_ensemble(paths, vocab.itos, valid_ids, device)
         except ValueError as e:
