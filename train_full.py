@@ -59,6 +59,10 @@ CONFIG_DEFAULTS = dict(order_seed=None, vary_bptt=False)
 #: settings (``awd_lstm.AWD_CONFIG``).
 CELL_CONFIGS = {'lstm': ORIGINAL_CONFIG, 'gru': dict(ORIGINAL_CONFIG, lr=3e-3),
                 'awd': dict(ORIGINAL_CONFIG, **AWD_CONFIG)}
+#: What ``--awd`` may change: the model's settings and the gradient clipping, which the original
+#: and these defaults leave off (``clip=0``) and the AWD-LSTM code sets to 0.25. A clipped run keeps
+#: ``clip`` in its configuration, a run without clipping has no such key.
+AWD_SETTINGS = dict(AWD_CONFIG, clip=0.0)
 #: The same code path at a size that runs in seconds on a CPU.
 TINY_CONFIG = dict(ORIGINAL_CONFIG, n_fac=8, n_hidden=32, bs=16, bptt=24, cycles=2,
                    n_train=40_000, n_valid=8_000)
@@ -86,10 +90,10 @@ def run_name(cell, config, fp32=False):
     """A run's name: cell, speech order, model seed, and ``_fp32`` for a run forced to fp32
     (the twin of a bf16 run), ``_varybptt`` for the original library's varied sequence lengths,
     and each regularisation setting that differs from ``AWD_CONFIG`` (``--awd``); e.g.
-    ``lstm_sorted_seed42``, ``lstm_order3_seed42`` or ``awd_sorted_seed42_wdrop0``."""
+    ``lstm_sorted_seed42``, ``lstm_order3_seed42``, ``awd_sorted_seed42_wdrop0`` or ``awd_order2_seed42_clip0.25``."""
     order = 'sorted' if config['order_seed'] is None else f'order{config["order_seed"]}'
-    variant = ''.join(f'_{key}{_setting(config[key])}' for key in AWD_CONFIG
-                      if cell == 'awd' and config[key] != AWD_CONFIG[key])
+    variant = ''.join(f'_{key}{_setting(config[key])}' for key, default in AWD_SETTINGS.items()
+                      if cell == 'awd' and config.get(key, default) != default)
     return (f'{cell}_{order}_seed{config["seed"]}' + variant + ('_varybptt' if config['vary_bptt'] else '')
             + ('_fp32' if fp32 else ''))
 
@@ -100,14 +104,14 @@ def _setting(value):
 
 def awd_variant(settings):
     """The regularised LSTM's configuration with ``KEY=VALUE`` settings (``--awd``) in place of
-    ``AWD_CONFIG``'s: rates as numbers, ``tie`` as true or false."""
+    ``AWD_SETTINGS``'s: rates and the clipping norm as numbers, ``tie`` as true or false."""
     variant = {}
     for setting in settings:
         key, _, value = setting.partition('=')
-        if key not in AWD_CONFIG or not value:
-            raise ValueError(f'--awd {setting!r}: expected KEY=VALUE with KEY one of {", ".join(AWD_CONFIG)} (the '
+        if key not in AWD_SETTINGS or not value:
+            raise ValueError(f'--awd {setting!r}: expected KEY=VALUE with KEY one of {", ".join(AWD_SETTINGS)} (the '
                              f'regularised LSTM\'s settings)')
-        if isinstance(AWD_CONFIG[key], bool):
+        if isinstance(AWD_SETTINGS[key], bool):
             if value.lower() not in ('true', 'false'):
                 raise ValueError(f'--awd {setting!r}: {key} is true or false')
             variant[key] = value.lower() == 'true'
@@ -116,8 +120,10 @@ def awd_variant(settings):
                 variant[key] = float(value)
             except ValueError:
                 raise ValueError(f'--awd {setting!r}: {key} is a number, not {value!r}') from None
-            weight = key in ('alpha', 'beta')              # AR and TAR: weights; the others: rates
-            if not variant[key] >= 0 or (not weight and variant[key] >= 1):
+            weight = key in ('alpha', 'beta')              # AR and TAR: weights; clip: a norm; the others: rates
+            if key == 'clip' and not variant[key] > 0:
+                raise ValueError(f'--awd {setting!r}: clip is a norm above 0 (without --awd clip, nothing is clipped)')
+            if not variant[key] >= 0 or (not weight and key != 'clip' and variant[key] >= 1):
                 raise ValueError(f'--awd {setting!r}: {key} is ' + ('a weight, at least 0' if weight else 'a rate in [0, 1)'))
     return variant
 
@@ -230,7 +236,8 @@ def train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after
     (a run moved to another machine), and each epoch records where and how it ran. ``vocab``
     (the characters) makes the text's fingerprint name them. ``stop_after``: stop once that
     many epochs are done (to test the resume). ``clip``: clip the gradients' norm (recorded per
-    epoch, not part of the run's identity: a way on after a diverged epoch). Returns ``(model,
+    epoch, not part of the run's identity: a way on after a diverged epoch); without it, the
+    configuration's ``clip`` if it has one (``--awd clip=0.25``: a run of its own). Returns ``(model,
     history, record)``, where ``record`` holds ``wall_seconds`` (summed over every resumed part)
     and ``epochs`` (one provenance dict per epoch: hardware, device, amp, torch, commit, clip,
     seconds).
@@ -252,7 +259,7 @@ def train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after
                             f'--state-dir).') from None
     try:
         return _train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after,
-                      verbose, amp, vocab, clip)
+                      verbose, amp, vocab, config.get('clip') if clip is None else clip)
     finally:
         lock.release()
 
@@ -466,7 +473,7 @@ def main(argv=None):
                              "a way on after an epoch diverged)")
     parser.add_argument('--awd', action='append', default=[], metavar='KEY=VALUE',
                         help='the regularised LSTM (cell awd) with this setting in place of '
-                             f'its default, e.g. --awd wdrop=0 (a run of its own; keys: {", ".join(AWD_CONFIG)})')
+                             f'its default, e.g. --awd wdrop=0 or --awd clip=0.25 (a run of its own; keys: {", ".join(AWD_SETTINGS)})')
     parser.add_argument('--ensemble', action='store_true',
                         help="train nothing: measure the run's cycle-end snapshots on its validation "
                              'text, alone and averaged (the last 2, 3, ... and all)')

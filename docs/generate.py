@@ -42,6 +42,8 @@ def variant(doc):
     config = doc['config']
     changes = [f'{key}={config[key]:g}' if not isinstance(config[key], bool) else key
                for key in AWD_CONFIG if doc['cell'] == 'awd' and config[key] != AWD_CONFIG[key]]
+    if config.get('clip'):
+        changes.append(f"clip={config['clip']:g}")
     if config.get('vary_bptt'):
         changes.append('varied bptt')
     return ', '.join(changes)

@@ -61,6 +61,7 @@ def test_the_runs_table_has_one_row_per_history_with_its_figures():
 def test_a_variant_is_named_by_what_it_changes():
     doc = {'cell': 'awd', 'config': dict(generate.AWD_CONFIG, wdrop=0.0, tie=True, vary_bptt=False)}
     assert generate.variant(doc) == 'wdrop=0, tie'
+    assert generate.variant({'cell': 'awd', 'config': dict(generate.AWD_CONFIG, clip=0.25)}) == 'clip=0.25'
     assert generate.variant({'cell': 'lstm', 'config': {'vary_bptt': True}}) == 'varied bptt'
     assert generate.variant({'cell': 'awd', 'config': dict(generate.AWD_CONFIG, vary_bptt=False)}) == ''
 

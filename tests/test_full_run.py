@@ -142,6 +142,8 @@ def test_each_epoch_trains_under_the_autocast_and_clip_it_was_given(tmp_path, mo
     assert 'it continues in bfloat16 autocast on' in capsys.readouterr().out
     assert asked == [(torch.bfloat16, 0.5), (None, None), (torch.bfloat16, None)]
     assert [(e['amp'], e['clip']) for e in record['epochs']] == [('bfloat16', 0.5), (None, None), ('bfloat16', None)]
+    _, _, record = train_small(tmp_path / 'c.pt', stop_after=1, config=dict(CONFIG, clip=0.25))
+    assert asked[-1] == (None, 0.25) and record['epochs'][0]['clip'] == 0.25    # a clipped run's own clip
 
 
 @pytest.mark.skipif(not BF16, reason='this CPU cannot run an LSTM in bf16 (no avx512_bf16 or AMX)')
@@ -528,6 +530,8 @@ def test_a_regularisation_variant_is_a_run_of_its_own_named_by_what_it_changes(t
     variant = dict(train_full.CELL_CONFIGS['awd'], **train_full.awd_variant(['wdrop=0', 'alpha=2', 'tie=true']))
     assert train_full.run_name('awd', variant) == 'awd_sorted_seed42_wdrop0_alpha2_tie'
     assert train_full.run_name('awd', dict(variant, tie=False, dropouti=0.25)) == 'awd_sorted_seed42_dropouti0.25_wdrop0_alpha2'
+    clipped = dict(train_full.CELL_CONFIGS['awd'], order_seed=2, **train_full.awd_variant(['clip=0.25']))
+    assert train_full.run_name('awd', clipped) == 'awd_order2_seed42_clip0.25'
     monkeypatch.setattr(train_full, 'load_speeches', lambda president, order=None: _speeches('corpus'))
     train_full.main(['awd', '--tiny', '--fp32', '--awd', 'wdrop=0', '--state-dir', str(tmp_path)])
     ck = torch.load(tmp_path / 'awd_tiny.pt', weights_only=True)
@@ -544,6 +548,7 @@ def test_a_regularisation_variant_is_a_run_of_its_own_named_by_what_it_changes(t
     (['awd', '--awd', 'wdrop=half'], "wdrop is a number, not 'half'"),
     (['awd', '--awd', 'wdrop=1'], 'wdrop is a rate in \\[0, 1\\)'),
     (['awd', '--awd', 'alpha=-1'], 'alpha is a weight, at least 0'),
+    (['awd', '--awd', 'clip=0'], 'clip is a norm above 0'),
     (['awd', '--awd', 'tie=yes'], 'tie is true or false'),
 ])
 def test_a_bad_regularisation_setting_is_refused_before_anything_runs(argv, words, capsys):
@@ -619,7 +624,7 @@ def test_each_shipped_run_history_is_whole_and_named_by_what_it_records(path):
     config = doc['config']
     assert path.stem == doc['name'] == train_full.run_name(doc['cell'], config, doc['fp32_forced'])
     assert (doc['order_seed'], doc['seed']) == (config['order_seed'], config['seed'])
-    variant = {key: config[key] for key in train_full.AWD_CONFIG} if doc['cell'] == 'awd' else {}
+    variant = {key: config[key] for key in train_full.AWD_SETTINGS if key in config} if doc['cell'] == 'awd' else {}
     expected = dict(train_full.CELL_CONFIGS[doc['cell']], order_seed=config['order_seed'],
                     seed=config['seed'], vary_bptt=config['vary_bptt'], **variant)
     assert config == expected
