@@ -152,27 +152,25 @@ def numeric_path(amp):
     return f'{amp} autocast' if amp else 'fp32'
 
 
+def _cpuinfo(field):
+    """A field of /proc/cpuinfo's first processor ('' where there is no such file)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next((line.split(':', 1)[1].strip() for line in f if line.startswith(field)), '')
+    except OSError:
+        return ''
+
+
 def _hardware():
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = _cpuinfo('model name') or platform.processor() or platform.machine()
     return f'{cpu}, {torch.get_num_threads()} threads'
 
 
 def cpu_flags():
-    """The CPU's feature flags, from /proc/cpuinfo (none where there is no such file)."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next((line.split(':', 1)[1].split() for line in f if line.startswith('flags')), [])
-    except OSError:
-        return []
+    """The CPU's feature flags (none where /proc/cpuinfo is missing)."""
+    return _cpuinfo('flags').split()
 
 
 #: The instruction sets that decide the numeric path, widest first: (the flag that shows it, its name).
@@ -341,16 +339,6 @@ def _train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_afte
     return model, history, record
 
 
-def ensemble_loss(models, ids, bs, bptt):
-    """Mean loss over the characters of ``ids`` when several stateful models' predicted
-    probabilities are averaged (a snapshot ensemble): each model reads ``ids`` as :func:`utils.evaluate`
-    does (:func:`utils.per_character_losses`), and the loss of a character is minus the log of the mean
-    of the models' probabilities for it. One model gives ``evaluate``'s figure."""
-    if not models:
-        raise ValueError('ensemble_loss: no models to average')
-    return _averaged([_character_losses(model, ids, bs, bptt) for model in models])
-
-
 def _character_losses(model, ids, bs, bptt):
     return torch.from_numpy(per_character_losses(model, ids, bs, bptt)[1]).double()
 
@@ -364,8 +352,8 @@ def _averaged(losses):
 def snapshot_ensemble(paths, vocab, valid_ids, device='cpu'):
     """The original's idea of ensembling its cycle-end models, measured: the validation loss of
     each snapshot alone (by epoch), then of the last 2, 3, ... and all of them together, their
-    probabilities averaged (:func:`ensemble_loss`; each snapshot reads the text once).
-    Returns ``{label: loss}``."""
+    probabilities averaged (each snapshot reads the text once, as :func:`utils.evaluate` does; a
+    character's loss is minus the log of the snapshots' mean probability). Returns ``{label: loss}``."""
     loaded = sorted((load_cycle_end(p, MODELS_BY_CELL, vocab, device) for p in paths), key=lambda m: m[1]['epoch'])
     if not loaded:
         raise ValueError('snapshot_ensemble: no cycle-end snapshots given')

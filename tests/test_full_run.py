@@ -572,6 +572,7 @@ def test_the_cpus_flags_are_read_from_proc_cpuinfo(monkeypatch, tmp_path):
     monkeypatch.setattr('builtins.open', lambda path, *a, **k: real_open(cpuinfo if path == '/proc/cpuinfo' else path, *a, **k))
     assert train_full.cpu_flags() == ['fpu', 'avx2', 'avx512f']
     assert train_full.instruction_set() == 'AVX-512'
+    assert train_full._hardware().startswith('Some CPU, ')
     cpuinfo.unlink()                                           # no such file: no flags, an unknown CPU
     assert train_full.cpu_flags() == [] and train_full.instruction_set() == 'unknown'
 
@@ -594,8 +595,8 @@ def test_a_snapshot_ensemble_averages_the_snapshots_probabilities(tmp_path):
         probs.append(np.exp(-character_losses.astype(np.float64)))
     assert losses['last 2'] == pytest.approx(-np.log((probs[0] + probs[1]) / 2).mean(), abs=1e-6)
     assert losses['last 2'] != pytest.approx(np.mean([losses['epoch 2'], losses['epoch 6']]), abs=1e-6)
-    with pytest.raises(ValueError, match='no models'):
-        train_full.ensemble_loss([], valid_ids, 4, 10)
+    with pytest.raises(ValueError, match='no cycle-end snapshots'):
+        train_full.snapshot_ensemble([], vocab, valid_ids)
 
 
 def test_the_command_line_measures_a_runs_snapshots(tmp_path, monkeypatch, capsys):
