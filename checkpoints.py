@@ -30,8 +30,7 @@ def check_device(dev, what):
     """``dev`` as a ``torch.device``, if this machine has it; else an error naming ``what`` asked for it."""
     dev, here = torch.device(dev), [torch.device(d) for d in available_devices()]
     if not any(d.type == dev.type and dev.index in (None, d.index) for d in here):
-        raise RuntimeError(f'{what}: the device {dev} is not available here; this machine has: '
-                           f'{", ".join(available_devices())}.')
+        raise RuntimeError(f'{what}: the device {dev} is not available here; this machine has: {", ".join(available_devices())}.')
     return dev
 
 
@@ -131,8 +130,8 @@ def checked_model(path, models, cell, vocab, config, weights, loss=0.0):
     names and shapes by a strict ``load_state_dict`` on the meta device, every value finite, the
     recorded ``loss`` too. Else a ``ValueError`` names the file and the cause."""
     try:
-        if not (isinstance(vocab, list) and all(isinstance(c, str) and len(c) == 1 for c in vocab)
-                and len(set(vocab)) == len(vocab)):
+        chars = isinstance(vocab, list) and all(isinstance(c, str) and len(c) == 1 for c in vocab)
+        if not (chars and len(set(vocab)) == len(vocab)):
             raise ValueError('its vocabulary is not a list of distinct single characters')
         with torch.device('meta'):
             build_model(models, cell, len(vocab), config).load_state_dict(weights, assign=True)
@@ -152,11 +151,9 @@ def load_shipped(path, models, device='cpu'):
     device = check_device(device, f'load_shipped({Path(path).name!r}, device={str(device)!r})')
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, dict) or 'valid_loss_shipped_weights' not in checkpoint:
-        raise ValueError(f'{path} is not a checkpoint shipped by train_full.py (models/<cell>_3x512.pt); '
-                         f'a state file of a run is resumed by train_full.py instead')
+        raise ValueError(f'{path} is not a checkpoint shipped by train_full.py: a run\'s state is resumed by train_full.py')
     if checkpoint.get('cell') not in models:
-        raise ValueError(f'{path} holds a model of cell {checkpoint.get("cell")!r}, and load_shipped was given the classes '
-                         f'of {", ".join(map(repr, models))} only: pass its class, e.g. models=awd_lstm.MODELS_BY_CELL')
+        raise ValueError(f'{path} holds a model of cell {checkpoint.get("cell")!r}: pass its class, e.g. models=awd_lstm.MODELS_BY_CELL')
     model = checked_model(path, models, checkpoint['cell'], checkpoint.get('vocab'), checkpoint.get('config'),
                           checkpoint.get('model'), checkpoint['valid_loss_shipped_weights'])
     return model.to(device).eval(), checkpoint
@@ -234,21 +231,25 @@ def _differences(saved, now, what):
             for k in keys if saved.get(k, '(absent)') != now.get(k, '(absent)')]
 
 
+def _unresumable(state, cell, config, fingerprint, config_defaults):
+    """Why ``state`` cannot be resumed as this run, as ``(why, what to do or None)``, or None."""
+    wrong = _not_this_format(state)
+    damage = '' if wrong else _damage(state)
+    if wrong or damage:
+        return wrong or (f'is a damaged state: {damage}. It cannot be resumed;', None)
+    diffs = [f'cell: {state["cell"]!r} in the state, {cell!r} now'] * (state['cell'] != cell)
+    diffs += _differences({**(config_defaults or {}), **state['config']}, config, 'config')
+    diffs += _differences(state['fingerprint'], fingerprint, 'text')
+    return (f'belongs to another run; it differs in {"; ".join(diffs)}.', None) if diffs else None
+
+
 def check_state(state, path, cell, config, fingerprint, config_defaults=None):
     """Refuse, by name, a state that is not a whole ``train_full`` state of this format, or that
     belongs to another run (cell, configuration or text). ``config_defaults``: what a state saved
     before some keys existed meant by their absence."""
-    wrong = _not_this_format(state)
-    if wrong:
-        raise _refused(path, *wrong)
-    damage = _damage(state)
-    if damage:
-        raise _refused(path, f'is a damaged state: {damage}. It cannot be resumed;')
-    diffs = [f'cell: {state["cell"]!r} in the state, {cell!r} now'] * (state['cell'] != cell)
-    diffs += _differences({**(config_defaults or {}), **state['config']}, config, 'config')
-    diffs += _differences(state['fingerprint'], fingerprint, 'text')
-    if diffs:
-        raise _refused(path, f'belongs to another run; it differs in {"; ".join(diffs)}.')
+    problem = _unresumable(state, cell, config, fingerprint, config_defaults)
+    if problem:
+        raise _refused(path, *problem)
 
 
 def check_state_dir(folder):
@@ -260,8 +261,7 @@ def check_state_dir(folder):
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
-        raise PermissionError(f'The state folder {folder} is not writable ({e.strerror or e}): pass a writable '
-                              f'folder as --state-dir.') from e
+        raise PermissionError(f'The state folder {folder} is not writable ({e.strerror or e}): pass another --state-dir.') from e
 
 
 def remove_unfinished_saves(state_path, verbose=True):
@@ -314,10 +314,8 @@ def load_cycle_end(path, models, vocab, device='cpu'):
     vocabulary must be ``vocab``, that of the text it is measured on."""
     snapshot = load_checkpoint(path)
     if not isinstance(snapshot, dict) or 'format' in snapshot or snapshot.get('cell') not in models:
-        raise ValueError(f'{path} is not a cycle-end snapshot written by train_full.py (<cell>_cycle_end_epochNN.pt, '
-                         f'kept beside a run\'s state at the end of each cycle)')
+        raise ValueError(f'{path} is not a cycle-end snapshot of train_full.py (<cell>_cycle_end_epochNN.pt)')
     if snapshot.get('vocab') != list(vocab):
-        raise ValueError(f'{path} was trained with another vocabulary than the text it is to be measured on: '
-                         f'measure it on the speeches and order of its own run')
+        raise ValueError(f'{path} was trained with another vocabulary: measure it on the text of its own run')
     model = checked_model(path, models, snapshot['cell'], list(vocab), snapshot.get('config'), snapshot.get('model'))
     return model.to(device).eval(), snapshot

@@ -82,6 +82,10 @@ class CorpusDownloadError(RuntimeError):
         self.cause = cause or message.split('. ')[0]
 
 
+class _Refused(CorpusDownloadError):
+    """A download refused for what it brings, so not tried again."""
+
+
 def _in_words(e):
     """An exception's cause in a few words: the innermost ``[Errno N] ...`` it mentions, else its class."""
     found = re.findall(r"\[Errno -?\d+\] [^'\")\]]+", str(e))
@@ -101,14 +105,16 @@ def _disk_error(e, url, dest):
         return CorpusDownloadError(f'The data folder {dest} is not writable ({e.strerror}). Set PRESIDENTIAL_DATA_DIR '
                                    f'to a folder you can write to, or change its permissions.',
                                    cause=f'{dest} is not writable')
+    if e.errno in (errno.EEXIST, errno.ENOTDIR) and Path(dest).exists() and not Path(dest).is_dir():
+        return CorpusDownloadError(f'The data folder {dest} is a file, not a folder. Set PRESIDENTIAL_DATA_DIR to a folder, '
+                                   f'or move that file aside.', cause=f'{dest} is a file, not a folder')
     return _failed(f'Could not write the corpus into {dest} ({e.strerror or e}).', url, dest, f'could not write into {dest}')
 
 
-def _failed(why, url, dest, cause=None):
+def _failed(why, url, dest, cause=None, error=CorpusDownloadError):
     """The error of a download or an unpacking that cannot finish: ``why``, then what to do."""
-    return CorpusDownloadError(f'{why} Check the address, set PRESIDENTIAL_CORPUS_URL to a reachable copy of the '
-                               f'corpus zip, or unzip a copy yourself so that "{Path(dest) / CORPUS_FOLDER}" '
-                               f'exists (tried {url}).', cause)
+    return error(f'{why} Check the address, set PRESIDENTIAL_CORPUS_URL to a reachable copy of the corpus zip, or unzip '
+                 f'a copy yourself so that "{Path(dest) / CORPUS_FOLDER}" exists (tried {url}).', cause)
 
 
 def _incompleteness(folder):
@@ -225,10 +231,8 @@ def _abort(session):
     """End a session's requests from another thread: shutting a socket down wakes a blocked read."""
     import socket
     for sock in session.sockets:
-        try:
+        with contextlib.suppress(OSError):      # already closed
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 def _write_body(r, url, fh, progress):
@@ -245,8 +249,7 @@ def _write_body(r, url, fh, progress):
     total = int(length or 0) or None
     too_much = _failed(f'The server sent more than {_MAX_DOWNLOAD_BYTES:,} bytes for {url} (the corpus zip is about '
                        f'9.3 MB), so the download was stopped: it is not the corpus download.',
-                       url, 'the data folder', f'the server sent more than {_MAX_DOWNLOAD_BYTES:,} bytes')
-    too_much.retry = False
+                       url, 'the data folder', f'the server sent more than {_MAX_DOWNLOAD_BYTES:,} bytes', _Refused)
     if (total or 0) > _MAX_DOWNLOAD_BYTES:
         raise too_much
     written = 0
@@ -288,9 +291,6 @@ def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='a
         return target
     if page == 'auto':
         page = CORPUS_PAGE if url == CORPUS_URL else None
-    if dest.exists() and not dest.is_dir():
-        raise CorpusDownloadError(f'The data folder {dest} is a file, not a folder. Set PRESIDENTIAL_DATA_DIR to a folder, '
-                                  f'or move that file aside.', cause=f'{dest} is a file, not a folder')
     try:
         dest.mkdir(parents=True, exist_ok=True)
         with FileLock(str(dest / _LOCK), timeout=lock_timeout):
@@ -306,9 +306,8 @@ def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='a
                 target.rmdir()                # an empty folder left by hand
             return _download_and_unpack(url, dest, timeout, retries, page, deadline, progress)
     except Timeout as e:
-        raise _failed(f'Another process has been downloading the corpus into {dest} for over {lock_timeout} s (it '
-                      f'holds the lock {dest / _LOCK}; the lock ends with that process). Wait for it or stop it.',
-                      url, dest, 'another process is downloading it') from e
+        raise _failed(f'Another process has been downloading the corpus into {dest} for over {lock_timeout} s (it holds '
+                      f'{dest / _LOCK}). Wait for it or stop it.', url, dest, 'another process is downloading it') from e
     except OSError as e:    # writing into the folder: its lock, the zip, the unpacked corpus
         raise _disk_error(e, url, dest) from e
 
@@ -328,8 +327,7 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline, progress):
                 try:
                     _visit(session, page, timeout, end)
                 except (requests.RequestException, CorpusDownloadError) as e:
-                    print(f'(the corpus page {page} did not answer: {type(e).__name__}; '
-                          f'trying the download link anyway)')
+                    print(f'(the corpus page {page} did not answer: {type(e).__name__}; trying the download link anyway)')
             for attempt in range(retries + 1):
                 if time.monotonic() > end:        # the page visit or the earlier tries used it up
                     raise _failed(f'The download from {url} passed its deadline of {deadline} s before it could start.',
@@ -338,22 +336,18 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline, progress):
                     with open(zip_path, 'wb') as fh:
                         _stream_to(session, url, fh, timeout, end, progress=progress, referer=page)
                     break
-                except requests.HTTPError as e:
-                    status = f'{e.response.status_code} {e.response.reason}'
-                    raise _failed(f'The server answered {status} for {url}.', url, dest, f'the server answered {status}') from e
+                except _Refused:
+                    raise
                 except (requests.RequestException, CorpusDownloadError) as e:
-                    if not getattr(e, 'retry', True):
-                        raise
-                    if attempt == retries or time.monotonic() > end:
-                        raise _failed(f'Could not download the corpus from {url} ({type(e).__name__}: {e}).', url,
-                                      dest, getattr(e, 'cause', None) or f'could not download it ({_in_words(e)})') from e
+                    if isinstance(e, requests.HTTPError) or attempt == retries or time.monotonic() > end:
+                        raise _download_failed(e, url, dest) from e
                     time.sleep(0.5 * (attempt + 1))
         unpacked = work / 'unpacked'
         _unzip(zip_path, unpacked, url, dest)
         what = _incompleteness(unpacked / CORPUS_FOLDER)   # the check a hand-unpacked folder meets
         if what:
-            raise _failed(f'The zip from {url} is not the complete corpus ({what}); nothing was kept.', url, dest, f'the zip '
-                          f'is not the complete corpus ({what})')
+            raise _failed(f'The zip from {url} is not the complete corpus ({what}); nothing was kept.', url, dest,
+                          f'the zip is not the complete corpus ({what})')
         (unpacked / CORPUS_FOLDER / _COMPLETE).write_text(f'downloaded from {url}\n')
         os.replace(unpacked / CORPUS_FOLDER, target)
         return target
@@ -361,18 +355,29 @@ def _download_and_unpack(url, dest, timeout, retries, page, deadline, progress):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _download_failed(e, url, dest):
+    """The error of a download that failed with ``e`` and is not tried again."""
+    import requests
+
+    if isinstance(e, requests.HTTPError):
+        status = f'{e.response.status_code} {e.response.reason}'
+        return _failed(f'The server answered {status} for {url}.', url, dest, f'the server answered {status}')
+    return _failed(f'Could not download the corpus from {url} ({type(e).__name__}: {e}).', url, dest,
+                   getattr(e, 'cause', None) or f'could not download it ({_in_words(e)})')
+
+
 def _unzip(zip_path, into, url, dest):
-    """Unpack the zip into ``into`` once :func:`_zip_problem` finds nothing to refuse; a failure names the address."""
+    """Unpack the zip into ``into`` once :func:`_zip_problem` finds nothing to refuse; a failure names the
+    address (a full or read-only disk is left to :func:`get_data`, which names the folder)."""
     try:
         with zipfile.ZipFile(zip_path) as zf:
             problem = _zip_problem(zf)
             if not problem:
-                zf.extractall(into)
-                return
+                return zf.extractall(into)
         why = f'Refusing the zip from {url}: {problem}. Nothing was written.'
     except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, UnicodeDecodeError) as e:
         if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
-            raise _disk_error(e, url, dest) from e
+            raise
         why = (f'What {url} sent is not a zip file (a web page, or a truncated download?), or a damaged one ({e}).'
                if isinstance(e, (zipfile.BadZipFile, OSError)) else   # encrypted, an unknown method, odd names
                f'The zip from {url} cannot be unpacked ({type(e).__name__}: {e}): not the corpus zip.')
@@ -494,15 +499,14 @@ def load_speeches(president='obama', data_dir=None, url=None, order=None):
     try:
         get_data(url, data_dir, progress=progress_enabled())
     except (CorpusDownloadError, OSError) as e:     # OSError: e.g. a read-only data folder
-        reason = f'no corpus from {url}: ' + (e.cause if isinstance(e, CorpusDownloadError)
-                                              else f'{type(e).__name__}: {e}')
+        reason = f'no corpus from {url}: ' + (e.cause if isinstance(e, CorpusDownloadError) else f'{type(e).__name__}: {e}')
     else:
         files = (folder / president).glob('*.txt')
         files = [folder / president / name for name in speech_order([f.name for f in files], order)]
         if not files:
-            arrived = sorted(p.name for p in folder.iterdir() if p.is_dir())
-            raise ValueError(f'The corpus in {folder} has no speeches of {president!r}; it holds: {", ".join(arrived) or "nothing"}. '
-                             f'Pick one of those, or move the folder aside and point PRESIDENTIAL_CORPUS_URL at the full corpus.')
+            arrived = ', '.join(sorted(p.name for p in folder.iterdir() if p.is_dir())) or 'nothing'
+            raise ValueError(f'The corpus in {folder} has no speeches of {president!r}; it holds: {arrived}. Pick one of '
+                             f'those, or move the folder aside and point PRESIDENTIAL_CORPUS_URL at the full corpus.')
         cleaned = [preprocess_speech(f) for f in files]
         text, parts = _join([(f.name, t) for f, t in zip(files, cleaned)])
         empty = [f.name for f, t in zip(files, cleaned) if not t.strip()]

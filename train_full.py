@@ -13,6 +13,7 @@ runs the same code in seconds. docs/full_runs.md tells the options, promises and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -107,12 +108,10 @@ def awd_variant(settings):
 def bf16_lstm_supported():
     """Whether an LSTM runs under bf16 autocast here at all (on a CPU without native bf16, oneDNN
     refuses it on AVX2 and emulates it slowly on AVX-512)."""
-    try:
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-            nn.LSTM(4, 4, 2).to(device)(torch.zeros(3, 2, 4, device=device))[0].float().sum().backward()
+    with contextlib.suppress(RuntimeError), torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+        nn.LSTM(4, 4, 2).to(device)(torch.zeros(3, 2, 4, device=device))[0].float().sum().backward()
         return True
-    except RuntimeError:
-        return False
+    return False
 
 
 def preferred_amp():
@@ -129,11 +128,9 @@ def numeric_path(amp):
 
 def _cpuinfo(field):
     """A field of /proc/cpuinfo's first processor ('' without such a file)."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next((line.split(':', 1)[1].strip() for line in f if line.startswith(field)), '')
-    except OSError:
-        return ''
+    with contextlib.suppress(OSError), open('/proc/cpuinfo') as f:
+        return next((line.split(':', 1)[1].strip() for line in f if line.startswith(field)), '')
+    return ''
 
 
 def _hardware():
@@ -346,14 +343,10 @@ def record_ensemble(path, losses):
 
 
 def _commit():
-    try:
-        out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return out + ('-dirty' if dirty else '')
-    except (OSError, subprocess.CalledProcessError):
-        return 'unknown'
+    git = lambda *args: subprocess.run(['git', *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):      # no git, or not a clone
+        return git('rev-parse', 'HEAD') + ('-dirty' if git('status', '--porcelain', '--untracked-files=no') else '')
+    return 'unknown'
 
 
 def _distinct(values):
@@ -386,28 +379,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('cell', choices=sorted(MODELS_BY_CELL))
     parser.add_argument('--tiny', action='store_true', help='the same code path at a tiny size')
-    parser.add_argument('--state-dir', type=Path, default=None,
-                        help='where the per-epoch state goes (default: data/full_run/<name>)')
-    parser.add_argument('--fp32', action='store_true',
-                        help='train in fp32 even where bf16 autocast is available (a run of its '
-                             'own: its name ends in _fp32)')
-    parser.add_argument('--order', type=int, default=None, metavar='SEED',
-                        help='join the speech files in the order this seed shuffles them into '
-                             '(default: sorted by name)')
-    parser.add_argument('--vary-bptt', action='store_true',
-                        help="the original library's sequence lengths: varied around bptt, "
-                             "a fixed count of n // bptt - 1 batches per epoch")
-    parser.add_argument('--seed', type=int, default=None,
-                        help=f'the model seed (default: {ORIGINAL_CONFIG["seed"]}, the configuration\'s)')
-    parser.add_argument('--clip', type=float, default=None,
-                        help="clip the gradients' norm (recorded per epoch, not part of the run: "
-                             "a way on after an epoch diverged)")
+    parser.add_argument('--state-dir', type=Path, help='where the per-epoch state goes (default: data/full_run/<name>)')
+    parser.add_argument('--fp32', action='store_true', help='fp32 even where bf16 autocast is fast (a run of its own)')
+    parser.add_argument('--order', type=int, metavar='SEED', help='join the speeches in the order this seed shuffles them into')
+    parser.add_argument('--vary-bptt', action='store_true', help="the original library's varied sequence lengths")
+    parser.add_argument('--seed', type=int, help=f'the model seed (default: {ORIGINAL_CONFIG["seed"]})')
+    parser.add_argument('--clip', type=float, help="clip the gradients' norm from now on (a way on after a diverged epoch)")
     parser.add_argument('--awd', action='append', default=[], metavar='KEY=VALUE',
-                        help='the regularised LSTM (cell awd) with this setting in place of '
-                             f'its default, e.g. --awd wdrop=0 or --awd clip=0.25 (a run of its own; keys: {", ".join(AWD_SETTINGS)})')
-    parser.add_argument('--ensemble', action='store_true',
-                        help="train nothing: measure the run's cycle-end snapshots on its validation "
-                             'text, alone and averaged (the last 2, 3, ... and all)')
+                        help=f'a setting of the regularised LSTM, a run of its own (keys: {", ".join(AWD_SETTINGS)})')
+    parser.add_argument('--ensemble', action='store_true', help="train nothing: measure the run's cycle-end snapshots")
     args = parser.parse_args(argv)
     if args.awd and args.cell != 'awd':
         parser.error(f'--awd sets the regularised LSTM\'s settings: it needs the cell awd, not {args.cell}')
@@ -416,16 +396,14 @@ def main(argv=None):
     except ValueError as e:
         parser.error(str(e))
     tiny = dict(TINY_CONFIG, **(AWD_CONFIG if args.cell == 'awd' else {}))
-    config = dict(tiny if args.tiny else CELL_CONFIGS[args.cell], order_seed=args.order,
-                  vary_bptt=args.vary_bptt, **variant)
+    config = dict(tiny if args.tiny else CELL_CONFIGS[args.cell], order_seed=args.order, vary_bptt=args.vary_bptt, **variant)
     if args.seed is not None:
         config['seed'] = args.seed
     name = run_name(args.cell, config, args.fp32)
     headline = not args.fp32 and config == CELL_CONFIGS[args.cell]
     amp = None if args.fp32 else preferred_amp()
     if not args.fp32 and amp is None and not args.ensemble:
-        why = (f'this CPU ({instruction_set()}) has no native bf16' if device.type == 'cpu'
-               else f'bf16 autocast does not run on {device}')
+        why = f'this CPU ({instruction_set()}) has no native bf16' if device.type == 'cpu' else f'bf16 does not run on {device}'
         print(f'{why}: training in fp32')
     state_dir = args.state_dir or DATA_DIR / ('full_run_tiny' if args.tiny else 'full_run') / name
     if args.tiny:
@@ -436,8 +414,7 @@ def main(argv=None):
 
     speeches = load_speeches('obama', order=config['order_seed'])
     if not speeches.is_full_corpus and not args.tiny:
-        sys.exit('The full run needs the Grammar Lab corpus (see docs/data.md); '
-                 'only --tiny runs on the offline fallback.')
+        sys.exit('The full run needs the Grammar Lab corpus (see docs/data.md); only --tiny runs on the offline fallback.')
     vocab = CharVocab(speeches)
     ids = vocab.encode(speeches)
     n_train = config['n_train'] if speeches.is_full_corpus or not args.tiny else int(0.8 * len(ids))
@@ -445,9 +422,10 @@ def main(argv=None):
     train_ids, valid_ids = ids[:n_train], ids[n_train:valid_end]
     needed = n_train + 2 * config['bs']         # two characters per column to validate on
     if len(ids) < needed:
-        sys.exit(f'train_full.py: the text ({speeches.n_speeches} speeches of {speeches.president}, {len(ids):,} characters, from '
-                 f'the {speeches.source}) is too short for this configuration: it needs more than {needed:,} characters '
-                 f'({n_train:,} for training, then at least {2 * config["bs"]} for validation). Is the corpus complete? See docs/data.md.')
+        sys.exit(f'train_full.py: the text ({speeches.n_speeches} speeches of {speeches.president}, {len(ids):,} characters, '
+                 f'from the {speeches.source}) is too short for this configuration: it needs more than {needed:,} '
+                 f'characters ({n_train:,} for training, then at least {2 * config["bs"]} for validation). Is the '
+                 f'corpus complete? See docs/data.md.')
     if args.ensemble:
         paths = sorted(state_dir.glob(f'{args.cell}_cycle_end_epoch*.pt'))
         if not paths:
@@ -465,17 +443,16 @@ def main(argv=None):
             print(f'recorded in {history_path}')
         return
     try:
-        model, history, record = train(args.cell, train_ids, valid_ids, len(vocab), config,
-                                       state_dir / f'{args.cell}_state.pt', amp=amp,
-                                       vocab=vocab.itos, clip=args.clip)
+        model, history, record = train(args.cell, train_ids, valid_ids, len(vocab), config, state_dir / f'{args.cell}_state.pt',
+                                       amp=amp, vocab=vocab.itos, clip=args.clip)
     except (StateMismatch, RunDiverged, OSError) as e:
         sys.exit(f'train_full.py: {e}')
     valid = ship(args.cell, model, history, record, vocab, valid_ids, config, out)
-    write_run_history(history_path, name, args.cell, config, history, record,
-                      speeches.names_between(n_train, valid_end), valid, args.fp32)
-    print(f'{name}: {len(history.epoch)} epochs in {record["wall_seconds"] / 60:.1f} min '
-          f'({_epoch_ranges(record["epochs"])}); final train {history.train_loss[-1]:.3f}, '
-          f'valid {history.valid_loss[-1]:.3f} (fp16 weights, fp32: {valid:.4f}); wrote {out} and {history_path}')
+    write_run_history(history_path, name, args.cell, config, history, record, speeches.names_between(n_train, valid_end),
+                      valid, args.fp32)
+    print(f'{name}: {len(history.epoch)} epochs in {record["wall_seconds"] / 60:.1f} min ({_epoch_ranges(record["epochs"])}); '
+          f'final train {history.train_loss[-1]:.3f}, valid {history.valid_loss[-1]:.3f} (fp16 weights, fp32: {valid:.4f}); '
+          f'wrote {out} and {history_path}')
 
 
 if __name__ == '__main__':

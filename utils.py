@@ -84,8 +84,7 @@ class CharVocab:
         """Indices of ``text`` as an int64 numpy array."""
         missing = sorted(set(text) - self.stoi.keys())
         if missing:
-            raise KeyError(f'Characters not in the vocabulary: {missing!r}. '
-                           f'Use only these: {"".join(self.itos)!r}')
+            raise KeyError(f'Characters not in the vocabulary: {missing!r}. Use only these: {"".join(self.itos)!r}')
         if self._lut is None:
             self._lut = np.full(max(map(ord, self.itos)) + 1, -1, dtype=np.int64)
             self._lut[[ord(c) for c in self.itos]] = np.arange(len(self.itos))
@@ -585,8 +584,7 @@ def _check_int(name, value, low=1):
 def _check_index(i, size):
     """``i`` as an int, if it is a whole number from 0 to ``size - 1`` (not a bool)."""
     if isinstance(i, bool) or not isinstance(i, numbers.Real) or i != int(i) or not 0 <= i < size:
-        raise ValueError(f'decode: {i!r} is not an index of this vocabulary (whole numbers '
-                         f'from 0 to {size - 1})')
+        raise ValueError(f'decode: {i!r} is not an index of this vocabulary (whole numbers from 0 to {size - 1})')
     return int(i)
 
 
@@ -608,20 +606,18 @@ def _check_not_empty(text, what, to):
 
 def _check_temperature(temperature):
     """``temperature`` as a float: a finite real number (or one-element tensor) above 0."""
-    try:
-        value = float(temperature) if not isinstance(temperature, (bool, np.bool_, str, bytes)) else math.nan
-    except (TypeError, ValueError, RuntimeError):     # e.g. a tensor of several elements
-        value = math.nan
-    if not (math.isfinite(value) and value > 0) or getattr(temperature, 'dtype', None) == torch.bool:
-        raise ValueError(f'temperature must be a finite number above 0 (1 samples the model as it is, below 1 is more '
-                         f'conservative), got {temperature!r}')
+    value = math.nan
+    if not isinstance(temperature, (bool, np.bool_, str, bytes)) and getattr(temperature, 'dtype', None) != torch.bool:
+        with contextlib.suppress(TypeError, ValueError, RuntimeError):     # e.g. a tensor of several elements
+            value = float(temperature)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f'temperature must be a finite number above 0 (1 samples the model as it is), got {temperature!r}')
     return value
 
 
 def _check_output_size(log_probs, vocab):
     if log_probs.shape[-1] != len(vocab):
-        raise ValueError(f'The model predicts {log_probs.shape[-1]} characters but the vocabulary has {len(vocab)}: '
-                         f'use the vocabulary the model was trained with.')
+        raise ValueError(f'The model predicts {log_probs.shape[-1]} characters but the vocabulary has {len(vocab)}: use its own.')
 
 
 def _check_search(prompt, vocab, steps, beam_size, n_candidates, prune_every):
@@ -629,8 +625,7 @@ def _check_search(prompt, vocab, steps, beam_size, n_candidates, prune_every):
     _check_int('steps', steps, low=0)
     if beam_size is not None:
         _check_int('beam_size', beam_size)
-    if n_candidates is not None and not (isinstance(n_candidates, (int, np.integer))
-                                         and 1 <= n_candidates <= len(vocab)):
+    if n_candidates is not None and not (isinstance(n_candidates, (int, np.integer)) and 1 <= n_candidates <= len(vocab)):
         raise ValueError(f'n_candidates must be an integer from 1 to the vocabulary size ({len(vocab)}), got {n_candidates!r}')
     _check_int('prune_every', prune_every)
 
@@ -651,8 +646,6 @@ def _pick_device():
             dev = torch.device(wanted)
         except RuntimeError as e:
             raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r} is not a device: use cpu, cuda or cuda:N, or unset it') from e
-        if dev.type not in ('cpu', 'cuda', 'mps'):
-            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r}: the notebooks run on cpu, cuda or mps')
         return checkpoints.check_device(dev, f'PRESIDENTIAL_DEVICE={wanted}')
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
@@ -676,8 +669,7 @@ def configuration():
     if value in ('0', 'false', 'no', 'off', 'cpu'):
         return 'cpu'
     if value:
-        raise ValueError(f'PRESIDENTIAL_FULL_CONFIG={value!r}: use 1 (the original\'s configuration), 0 (the reduced '
-                         f'CPU one) or tiny (the full one\'s code at a tiny size), or unset it')
+        raise ValueError(f'PRESIDENTIAL_FULL_CONFIG={value!r}: use 1 (the original\'s sizes), 0 (reduced) or tiny, or unset it')
     return 'full' if device.type == 'cuda' else 'cpu'
 
 
