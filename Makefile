@@ -108,7 +108,8 @@ MUTANTS ?= 'utils.xǁCharVocabǁ*' 'utils.xǁBatchLoaderǁ*' 'utils.xǁArraysDat
   'utils.xǁLanguageModelLoaderǁ*' 'utils.xǁLanguageModelDataǁ*' 'utils.x_fit__*' 'utils.x_evaluate__*' \
   'utils.x_seq_nll__*' 'utils.x_unigram_loss__*' 'utils.x__reset_state__*' 'utils.x__autocast__*' \
   'utils.x_original_sgdr_factor__*' 'utils.x_original_sgdr_schedule__*' 'utils.x_set_lrs__*' \
-  'checkpoints.x_save_checkpoint__*' 'checkpoints.x_load_checkpoint__*' 'utils.x_get_next__*' 'utils.x_generate__*' \
+  'checkpoints.x_save_checkpoint__*' 'checkpoints.x_load_checkpoint__*' 'checkpoints.x__unreadable__*' \
+  'utils.x_get_next__*' 'utils.x_generate__*' \
   'utils.x_beam_search__*' 'utils.x__check_temperature__*' 'utils.x__check_output_size__*' \
   'utils.x__check_index__*' 'utils.x__validation_mask__*' 'utils.x__check_search__*' \
   'train_full.x_train__*' 'train_full.x__train__*' 'train_full.x_ship__*' 'awd_lstm.*'

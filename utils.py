@@ -605,10 +605,10 @@ def _check_not_empty(text, what, to):
 
 
 def _check_temperature(temperature):
-    """``temperature`` as a float: a finite real number (or one-element tensor) above 0."""
+    """``temperature`` as a float: a finite real number (or one-element tensor) above 0, not a bool."""
     value = math.nan
-    if not isinstance(temperature, (bool, np.bool_, str, bytes)) and getattr(temperature, 'dtype', None) != torch.bool:
-        with contextlib.suppress(TypeError, ValueError, RuntimeError):     # e.g. a tensor of several elements
+    if not isinstance(temperature, (bool, str, bytes)) and getattr(temperature, 'dtype', None) not in (torch.bool, np.bool_):
+        with contextlib.suppress(TypeError, ValueError):      # None, a list, a tensor of several elements
             value = float(temperature)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f'temperature must be a finite number above 0 (1 samples the model as it is), got {temperature!r}')

@@ -83,7 +83,7 @@ def test_a_damaged_checkpoint_is_named(tmp_path):
     path.write_bytes(path.read_bytes()[:300])
     with pytest.raises(RuntimeError, match='cut.pt.*damaged or incomplete.*Move it aside') as e:
         utils.load_checkpoint(path)
-    assert 'delete' not in str(e.value).lower()
+    assert f'mv "{path}" "{path}.damaged"' in str(e.value) and 'delete' not in str(e.value).lower()
 
 
 def test_save_checkpoint_makes_the_folders_and_writes_beside_the_file(tmp_path, monkeypatch):
