@@ -21,15 +21,20 @@ STATE_FORMAT = 'train_full state, format 2'
 
 # ----------------------------------------------------------------------- devices
 
+def _has_mps():
+    return getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()
+
+
 def available_devices():
-    found = ['cpu'] + [f'cuda:{i}' for i in range(torch.cuda.device_count())]
-    return found + ['mps'] * (getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available())
+    return ['cpu'] + [f'cuda:{i}' for i in range(torch.cuda.device_count())] + (['mps'] if _has_mps() else [])
 
 
 def check_device(dev, what):
     """``dev`` as a ``torch.device``, if this machine has it; else an error naming ``what`` asked for it."""
-    dev, here = torch.device(dev), [torch.device(d) for d in available_devices()]
-    if not any(d.type == dev.type and dev.index in (None, d.index) for d in here):
+    dev = torch.device(dev)
+    here = (dev.type == 'cpu' or dev.type == 'mps' and _has_mps()
+            or dev.type == 'cuda' and (dev.index or 0) < torch.cuda.device_count())
+    if not here:
         raise RuntimeError(f'{what}: the device {dev} is not available here; this machine has: {", ".join(available_devices())}.')
     return dev
 
@@ -151,9 +156,11 @@ def load_shipped(path, models, device='cpu'):
     device = check_device(device, f'load_shipped({Path(path).name!r}, device={str(device)!r})')
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, dict) or 'valid_loss_shipped_weights' not in checkpoint:
-        raise ValueError(f'{path} is not a checkpoint shipped by train_full.py: a run\'s state is resumed by train_full.py')
+        raise ValueError(f'{path} is not a checkpoint shipped by train_full.py (models/<cell>_3x512.pt); a run\'s state '
+                         f'is resumed by train_full.py instead')
     if checkpoint.get('cell') not in models:
-        raise ValueError(f'{path} holds a model of cell {checkpoint.get("cell")!r}: pass its class, e.g. models=awd_lstm.MODELS_BY_CELL')
+        raise ValueError(f'{path} holds a model of cell {checkpoint.get("cell")!r}, not of {", ".join(map(repr, models))}: '
+                         f'pass its class, e.g. models=awd_lstm.MODELS_BY_CELL')
     model = checked_model(path, models, checkpoint['cell'], checkpoint.get('vocab'), checkpoint.get('config'),
                           checkpoint.get('model'), checkpoint['valid_loss_shipped_weights'])
     return model.to(device).eval(), checkpoint
@@ -209,10 +216,11 @@ def _damage(state):
                 for k, kind in STATE_FIELDS.items() if not isinstance(state.get(k), kind)]
     if problems:
         return '; '.join(problems)
-    history, batches = state['history'], len(state['history'].get('batch_loss') or [])
+    history = state['history']
     lengths = {k: len(history.get(k) or []) for k in ('epoch', 'train_loss', 'valid_loss')}
     if len(set(lengths.values())) != 1 or lengths['epoch'] != len(state['epochs']) or not lengths['epoch']:
         return f'its history ({lengths}) and its {len(state["epochs"])} recorded epochs disagree'
+    batches = len(history.get('batch_loss') or [])
     if state['scheduler'].get('last_epoch') != batches:
         return f'its schedule is at batch {state["scheduler"].get("last_epoch")} but its history has {batches} batches'
     moments = [(f'optimiser {k} of parameter {i}', v) for i, st in state['optimizer'].get('state', {}).items()
@@ -237,7 +245,7 @@ def _unresumable(state, cell, config, fingerprint, config_defaults):
     damage = '' if wrong else _damage(state)
     if wrong or damage:
         return wrong or (f'is a damaged state: {damage}. It cannot be resumed;', None)
-    diffs = [f'cell: {state["cell"]!r} in the state, {cell!r} now'] * (state['cell'] != cell)
+    diffs = [f'cell: {state["cell"]!r} in the state, {cell!r} now'] if state['cell'] != cell else []
     diffs += _differences({**(config_defaults or {}), **state['config']}, config, 'config')
     diffs += _differences(state['fingerprint'], fingerprint, 'text')
     return (f'belongs to another run; it differs in {"; ".join(diffs)}.', None) if diffs else None
@@ -291,10 +299,10 @@ def load_state(path, map_location, cell, config, fingerprint, config_defaults=No
 
 def save_state(state, path, epoch):
     """Save the state after ``epoch`` atomically; a failure says which epoch the file still holds."""
+    kept = f'the last completed epoch before it, {epoch - 1}, is kept in {path}' if epoch else 'no earlier epoch was saved'
     try:
         save_checkpoint(state, path)
     except OSError as e:
-        kept = f'the last completed epoch before it, {epoch - 1}, is kept in {path}' if epoch else 'no earlier epoch was saved'
         raise OSError(e.errno, f'Could not save epoch {epoch} ({e.strerror or e}); {kept}. '
                                f'Run the same command again once the cause is fixed.') from e
 
@@ -314,8 +322,9 @@ def load_cycle_end(path, models, vocab, device='cpu'):
     vocabulary must be ``vocab``, that of the text it is measured on."""
     snapshot = load_checkpoint(path)
     if not isinstance(snapshot, dict) or 'format' in snapshot or snapshot.get('cell') not in models:
-        raise ValueError(f'{path} is not a cycle-end snapshot of train_full.py (<cell>_cycle_end_epochNN.pt)')
+        raise ValueError(f'{path} is not a cycle-end snapshot of train_full.py (<cell>_cycle_end_epochNN.pt, kept '
+                         f'beside a run\'s state)')
     if snapshot.get('vocab') != list(vocab):
-        raise ValueError(f'{path} was trained with another vocabulary: measure it on the text of its own run')
+        raise ValueError(f'{path} was trained with another vocabulary: measure it on the speeches and order of its own run')
     model = checked_model(path, models, snapshot['cell'], list(vocab), snapshot.get('config'), snapshot.get('model'))
     return model.to(device).eval(), snapshot

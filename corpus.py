@@ -26,7 +26,7 @@ DEFAULT_CORPUS_URL = 'http://www.thegrammarlab.com/?wpdmpro=corpus-of-presidenti
 CORPUS_URL = os.environ.get('PRESIDENTIAL_CORPUS_URL', '').strip() or DEFAULT_CORPUS_URL
 
 #: The corpus's page, visited first for the cookie the download link may want, as a browser would.
-#: ``PRESIDENTIAL_CORPUS_PAGE`` overrides it; a corpus address of your own visits no page.
+#: ``PRESIDENTIAL_CORPUS_PAGE`` overrides it; a corpus address of your own and no page set visits no page.
 DEFAULT_CORPUS_PAGE = ('http://www.thegrammarlab.com/?nor-portfolio='
                        'corpus-of-presidential-speeches-cops-and-a-clintontrump-corpus')
 
@@ -306,8 +306,8 @@ def get_data(url=CORPUS_URL, dest=DATA_DIR, timeout=(10, 30), retries=2, page='a
                 target.rmdir()                # an empty folder left by hand
             return _download_and_unpack(url, dest, timeout, retries, page, deadline, progress)
     except Timeout as e:
-        raise _failed(f'Another process has been downloading the corpus into {dest} for over {lock_timeout} s (it holds '
-                      f'{dest / _LOCK}). Wait for it or stop it.', url, dest, 'another process is downloading it') from e
+        raise _failed(f'Another process has been downloading the corpus into {dest} for over {lock_timeout} s (its lock '
+                      f'{dest / _LOCK} ends with it). Wait for it or stop it.', url, dest, 'another process is downloading it') from e
     except OSError as e:    # writing into the folder: its lock, the zip, the unpacked corpus
         raise _disk_error(e, url, dest) from e
 
@@ -373,7 +373,8 @@ def _unzip(zip_path, into, url, dest):
         with zipfile.ZipFile(zip_path) as zf:
             problem = _zip_problem(zf)
             if not problem:
-                return zf.extractall(into)
+                zf.extractall(into)
+                return
         why = f'Refusing the zip from {url}: {problem}. Nothing was written.'
     except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, UnicodeDecodeError) as e:
         if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:

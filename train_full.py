@@ -73,7 +73,7 @@ def cycle_ends(config):
 
 
 def n_epochs(config):
-    return cycle_ends(config)[-1] + 1
+    return sum(config['cycle_mult'] ** i for i in range(config['cycles']))
 
 
 def run_name(cell, config, fp32=False):
@@ -111,7 +111,7 @@ def bf16_lstm_supported():
     with contextlib.suppress(RuntimeError), torch.autocast(device_type=device.type, dtype=torch.bfloat16):
         nn.LSTM(4, 4, 2).to(device)(torch.zeros(3, 2, 4, device=device))[0].float().sum().backward()
         return True
-    return False
+    return False                        # autocast refused it
 
 
 def preferred_amp():
@@ -130,7 +130,7 @@ def _cpuinfo(field):
     """A field of /proc/cpuinfo's first processor ('' without such a file)."""
     with contextlib.suppress(OSError), open('/proc/cpuinfo') as f:
         return next((line.split(':', 1)[1].strip() for line in f if line.startswith(field)), '')
-    return ''
+    return ''                           # no /proc/cpuinfo
 
 
 def _hardware():
@@ -197,9 +197,9 @@ def train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after
           verbose=True, amp=None, vocab=None, clip=None):
     """Train ``cell`` with ``config``, saving after every epoch to ``state_path`` and resuming from
     it. ``amp``: 'bfloat16' (bf16 autocast) or None (fp32), recorded per epoch, so a run may move
-    to another machine. ``stop_after``: stop after that many epochs. ``clip``: clip the gradients'
-    norm from now on (recorded per epoch, a way on after a diverged epoch); by default the
-    configuration's. Returns ``(model, history, record)``: ``record`` holds ``wall_seconds`` and
+    to another machine. ``stop_after``: stop once that many epochs are done. ``clip``: clip the
+    gradients' norm in this call's epochs (recorded per epoch, a way on after a diverged epoch);
+    by default the configuration's. Returns ``(model, history, record)``: ``record`` holds ``wall_seconds`` and
     one provenance dict per epoch. A lock beside the state refuses a second run on it; an epoch
     that stops being finite raises ``RunDiverged`` and is not saved."""
     from filelock import FileLock, Timeout
@@ -343,10 +343,10 @@ def record_ensemble(path, losses):
 
 
 def _commit():
-    git = lambda *args: subprocess.run(['git', *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):      # no git, or not a clone
-        return git('rev-parse', 'HEAD') + ('-dirty' if git('status', '--porcelain', '--untracked-files=no') else '')
-    return 'unknown'
+    git = lambda *args, **kw: subprocess.run(['git', *args], cwd=ROOT, capture_output=True, text=True, **kw).stdout.strip()
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        return git('rev-parse', 'HEAD', check=True) + ('-dirty' if git('status', '--porcelain', '--untracked-files=no') else '')
+    return 'unknown'                    # no git, or not a clone
 
 
 def _distinct(values):
@@ -381,12 +381,12 @@ def main(argv=None):
     parser.add_argument('--tiny', action='store_true', help='the same code path at a tiny size')
     parser.add_argument('--state-dir', type=Path, help='where the per-epoch state goes (default: data/full_run/<name>)')
     parser.add_argument('--fp32', action='store_true', help='fp32 even where bf16 autocast is fast (a run of its own)')
-    parser.add_argument('--order', type=int, metavar='SEED', help='join the speeches in the order this seed shuffles them into')
+    parser.add_argument('--order', type=int, metavar='SEED', help='shuffle the speeches by this seed (default: sorted by name)')
     parser.add_argument('--vary-bptt', action='store_true', help="the original library's varied sequence lengths")
     parser.add_argument('--seed', type=int, help=f'the model seed (default: {ORIGINAL_CONFIG["seed"]})')
-    parser.add_argument('--clip', type=float, help="clip the gradients' norm from now on (a way on after a diverged epoch)")
+    parser.add_argument('--clip', type=float, help="clip the gradients' norm in this call's epochs, recorded per epoch")
     parser.add_argument('--awd', action='append', default=[], metavar='KEY=VALUE',
-                        help=f'a setting of the regularised LSTM, a run of its own (keys: {", ".join(AWD_SETTINGS)})')
+                        help=f'a setting of the regularised LSTM, a run of its own, e.g. wdrop=0 (keys: {", ".join(AWD_SETTINGS)})')
     parser.add_argument('--ensemble', action='store_true', help="train nothing: measure the run's cycle-end snapshots")
     args = parser.parse_args(argv)
     if args.awd and args.cell != 'awd':
@@ -429,8 +429,7 @@ def main(argv=None):
     if args.ensemble:
         paths = sorted(state_dir.glob(f'{args.cell}_cycle_end_epoch*.pt'))
         if not paths:
-            sys.exit(f'train_full.py: {state_dir} holds no cycle-end snapshots of {name} ({args.cell}_cycle_end_epochNN.pt): '
-                     f'train the run first')
+            sys.exit(f'train_full.py: {state_dir} holds no cycle-end snapshots of {name}: train the run first')
         try:
             losses = snapshot_ensemble(paths, vocab.itos, valid_ids, device)
         except ValueError as e:

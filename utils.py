@@ -99,7 +99,7 @@ class CharVocab:
 
 def unigram_loss(ids):
     """The baseline a language model must beat: the loss (nats per character) of predicting each
-    character by its frequency in ``ids``."""
+    character by its frequency in ``ids``; ln(vocabulary size) is the uniform guess."""
     counts = np.bincount(np.asarray(ids).ravel())
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
@@ -236,7 +236,8 @@ def set_lrs(opt, lr):
 
 def original_sgdr_factor(step, batches_per_epoch, cycle_mult=2, warmup=1 / 20):
     """The original library's ``CosAnneal`` multiplier at batch ``step``: half a cosine from 1 to 0
-    per cycle, the first one epoch long, each next ``cycle_mult`` times longer; 1/100 during ``warmup``."""
+    per cycle, the first one epoch long, each next ``cycle_mult`` times longer; 1/100 for the first
+    ``warmup`` of the first epoch (9 of 174 batches)."""
     if step < batches_per_epoch * warmup:
         return 0.01
     length = batches_per_epoch
@@ -299,7 +300,8 @@ def fit(model, data, epochs, opt, loss_fn, history=None, scheduler=None, clip=No
     """Train ``model`` for ``epochs`` epochs; print and return (:class:`History`) ``epoch
     train_loss valid_loss time``. ``train_loss`` is the original library's moving average of the
     batch losses (momentum 0.98, debiased): it lags and includes dropout. ``scheduler`` steps after
-    every batch, ``clip`` clips the gradients' norm, ``amp_dtype`` means autocast. An earlier
+    every batch, ``clip`` clips the gradients' norm, ``amp_dtype`` means autocast, ``verbose=False``
+    prints nothing. A stateful model is reset before each epoch and evaluation. An earlier
     ``history`` goes on counting (``continue_average``: its average too). A non-finite loss raises
     ``FloatingPointError``; an interrupted epoch leaves no trace."""
     from tqdm.auto import tqdm
@@ -371,7 +373,8 @@ def _sample_next(model, vocab, text, generator, temperature):
         logp = logp[:, -1]
     _check_output_size(logp, vocab)
     logits = logp[0].float().cpu()
-    # the largest logit subtracted first, so no temperature overflows; below 1e-30 all is on the likeliest
+    # the largest logit subtracted first, so no temperature overflows; below 1e-30 (which float32
+    # cannot divide by) every temperature already puts all the mass on the likeliest
     probs = torch.softmax((logits - logits.max()) / max(temperature, 1e-30), dim=-1)
     idx = int(torch.multinomial(probs, 1, generator=generator))
     return vocab.itos[idx], float(probs[idx])
@@ -401,7 +404,7 @@ def beam_search(model, vocab, prompt, steps, beam_size=None, n_candidates=None, 
     """Extend ``prompt`` by ``steps`` characters, keeping the ``beam_size`` texts of highest summed
     log-probability (``None``: all); returns ``[(text, log_prob), ...]``, best first. Each step tries
     every character (or ``n_candidates`` sampled ones: the original's "stochastic beam search");
-    ``prune_every=k`` prunes every k steps. The candidates run in one batch, each with its own state."""
+    ``prune_every=k`` prunes every k steps and at the last. The candidates run in one batch, each with its own state."""
     _check_search(prompt, vocab, steps, beam_size, n_candidates, prune_every)
     model.eval()
     dev = next(model.parameters()).device
@@ -608,7 +611,7 @@ def _check_temperature(temperature):
     """``temperature`` as a float: a finite real number (or one-element tensor) above 0, not a bool."""
     value = math.nan
     if not isinstance(temperature, (bool, str, bytes)) and getattr(temperature, 'dtype', None) not in (torch.bool, np.bool_):
-        with contextlib.suppress(TypeError, ValueError):      # None, a list, a tensor of several elements
+        with contextlib.suppress(TypeError, ValueError, RuntimeError):   # None, a list, several elements, complex
             value = float(temperature)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f'temperature must be a finite number above 0 (1 samples the model as it is), got {temperature!r}')
@@ -617,7 +620,8 @@ def _check_temperature(temperature):
 
 def _check_output_size(log_probs, vocab):
     if log_probs.shape[-1] != len(vocab):
-        raise ValueError(f'The model predicts {log_probs.shape[-1]} characters but the vocabulary has {len(vocab)}: use its own.')
+        raise ValueError(f'The model predicts {log_probs.shape[-1]} characters but the vocabulary has {len(vocab)}: use the '
+                         f'vocabulary the model was trained with.')
 
 
 def _check_search(prompt, vocab, steps, beam_size, n_candidates, prune_every):
@@ -646,6 +650,8 @@ def _pick_device():
             dev = torch.device(wanted)
         except RuntimeError as e:
             raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r} is not a device: use cpu, cuda or cuda:N, or unset it') from e
+        if dev.type not in ('cpu', 'cuda', 'mps'):
+            raise ValueError(f'PRESIDENTIAL_DEVICE={wanted!r}: the notebooks run on cpu, cuda or mps')
         return checkpoints.check_device(dev, f'PRESIDENTIAL_DEVICE={wanted}')
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 

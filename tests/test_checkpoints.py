@@ -44,6 +44,7 @@ def test_a_device_this_machine_lacks_is_named(tmp_path):
         utils.load_checkpoint(path, map_location='cuda')
     assert 'damaged' not in str(e.value)
     assert torch.equal(utils.load_checkpoint(path)['w'], torch.ones(2))    # the file is fine
+    assert checkpoints.check_device('cpu:0', 'x') == torch.device('cpu:0')     # a device here, named with its index
 
 
 def test_a_missing_checkpoint_is_named(tmp_path):

@@ -49,7 +49,7 @@ def test_a_temperature_is_judged_by_value(temperature):
 
 
 @pytest.mark.parametrize('temperature', [0, -1, float('nan'), float('inf'), True, np.bool_(True), torch.tensor(True),
-                                         np.array(True), '0.5', None, [0.5], torch.ones(2)])
+                                         np.array(True), '0.5', None, [0.5], torch.ones(2), torch.tensor(1 + 1j)])
 def test_a_bad_temperature_is_refused(temperature):
     with pytest.raises(ValueError, match='temperature must be a finite number above 0'):
         utils.get_next(PrefersTheLast(3), utils.CharVocab('abc'), 'ab', temperature=temperature)
