@@ -54,8 +54,10 @@ CELL_CONFIGS = {'lstm': ORIGINAL_CONFIG, 'gru': dict(ORIGINAL_CONFIG, lr=3e-3),
 #: What ``--awd`` may change: the model's settings and the gradient clipping, off by default
 #: (the AWD-LSTM code clips at 0.25). Only a clipped run has ``clip`` in its configuration.
 AWD_SETTINGS = dict(AWD_CONFIG, clip=0.0)
-#: What each numeric ``--awd`` value is, and the test it must pass (the others are rates).
-AWD_VALUES = {'alpha': ('a weight, at least 0', lambda v: v >= 0), 'beta': ('a weight, at least 0', lambda v: v >= 0),
+#: What each numeric ``--awd`` value is, and the test it must pass: AR's and TAR's weights, the
+#: clipping norm, and for every other key a rate.
+_WEIGHT, _RATE = ('a weight, at least 0', lambda v: v >= 0), ('a rate in [0, 1)', lambda v: 0 <= v < 1)
+AWD_VALUES = {'alpha': _WEIGHT, 'beta': _WEIGHT,
               'clip': ('a norm above 0 (without --awd clip, nothing is clipped)', lambda v: v > 0)}
 #: The same code path at a size that runs in seconds on a CPU.
 TINY_CONFIG = dict(ORIGINAL_CONFIG, n_fac=8, n_hidden=32, bs=16, bptt=24, cycles=2,
@@ -94,7 +96,7 @@ def awd_variant(settings):
         key, _, value = setting.partition('=')
         if key not in AWD_SETTINGS or not value:
             raise ValueError(f'--awd {setting!r}: expected KEY=VALUE with KEY one of {", ".join(AWD_SETTINGS)}')
-        what, ok = AWD_VALUES.get(key, ('a rate in [0, 1)', lambda v: 0 <= v < 1))
+        what, ok = AWD_VALUES.get(key, _RATE)
         number = not isinstance(AWD_SETTINGS[key], bool)
         try:
             variant[key] = float(value) if number else {'true': True, 'false': False}[value.lower()]
@@ -199,9 +201,9 @@ def train(cell, train_ids, valid_ids, vocab_size, config, state_path, stop_after
     it. ``amp``: 'bfloat16' (bf16 autocast) or None (fp32), recorded per epoch, so a run may move
     to another machine. ``stop_after``: stop once that many epochs are done. ``clip``: clip the
     gradients' norm in this call's epochs (recorded per epoch, a way on after a diverged epoch);
-    by default the configuration's. Returns ``(model, history, record)``: ``record`` holds ``wall_seconds`` and
-    one provenance dict per epoch. A lock beside the state refuses a second run on it; an epoch
-    that stops being finite raises ``RunDiverged`` and is not saved."""
+    by default the configuration's. Returns ``(model, history, record)``: ``record`` holds
+    ``wall_seconds`` and one provenance dict per epoch. A lock beside the state refuses a second
+    run on it; an epoch that stops being finite raises ``RunDiverged`` and is not saved."""
     from filelock import FileLock, Timeout
 
     state_path = Path(state_path)
